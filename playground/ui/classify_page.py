@@ -1,0 +1,199 @@
+"""The Classify page: model, examples grid, CSV upload, presets, inputs, results, export code.
+
+Widgets in, one call into the core, results out. Everything the user typed lives in
+``st.session_state`` under ``classify_*`` keys, so reruns never lose it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from playground import export
+from playground.data import DataFileError, read_examples_csv
+from playground.embeddings import BASE_MODELS, ModelNotFoundError, is_loaded
+from playground.engine import classify
+from playground.presets import DEFAULT_PRESET, list_presets, load_preset
+from playground.validation import (
+    MIN_EXAMPLES_PER_LABEL,
+    Example,
+    ValidationError,
+    examples_from_rows,
+    inputs_from_text,
+    label_counts,
+)
+
+PAGE_MAX_INPUTS = 1000
+"""The page batches inputs past the API's 96; beyond this, bulk classify is the better tool."""
+GRID_COLUMNS = ["text", "label"]
+
+
+def examples_frame(examples: list[Example]) -> pd.DataFrame:
+    return pd.DataFrame([[ex.text, ex.label] for ex in examples], columns=GRID_COLUMNS, dtype="string")
+
+
+def set_examples(examples: list[Example]) -> None:
+    """Replace the grid's content; a new editor key drops the old widget's pending edits."""
+    st.session_state.classify_examples = examples_frame(examples)
+    st.session_state.classify_editor_version += 1
+
+
+def apply_preset(name: str | None = None) -> None:
+    preset = load_preset(name or st.session_state.classify_preset)
+    set_examples(list(preset.examples))
+    st.session_state.classify_inputs = "\n".join(preset.inputs)
+    st.session_state.classify_model = preset.model
+    st.session_state.classify_results = None
+    st.session_state.classify_notice = ("success", f"Loaded preset **{preset.title}**.")
+
+
+def on_upload() -> None:
+    """Parse the uploaded CSV once, when it changes; a rejected file leaves the grid as it was."""
+    uploaded = st.session_state.get("classify_upload")
+    if uploaded is None:
+        return
+    try:
+        parsed = read_examples_csv(uploaded.getvalue())
+    except DataFileError as exc:
+        st.session_state.classify_notice = ("error", f"**{uploaded.name}** was not loaded; the grid is unchanged.\n\n"
+                                            + "\n".join(f"- {p}" for p in exc.problems))
+        return
+    mode = st.session_state.get("classify_upload_mode", "Replace")
+    current = st.session_state.get("classify_current")
+    kept = [] if mode == "Replace" or current is None else _grid_rows(current)
+    set_examples([Example(t, l) for t, l in kept] + parsed.examples)
+    verb = "Added" if kept else "Loaded"
+    notes = "".join(f"\n- {w}" for w in parsed.warnings)
+    st.session_state.classify_notice = ("success", f"{verb} {len(parsed.examples)} examples from **{uploaded.name}**."
+                                        + notes)
+
+
+def _grid_rows(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """Complete rows only (used when appending; the grid validation reports the others)."""
+    rows = []
+    for text, label in frame[GRID_COLUMNS].itertuples(index=False):
+        text = "" if pd.isna(text) else str(text).strip()
+        label = "" if pd.isna(label) else str(label).strip()
+        if text and label:
+            rows.append((text, label))
+    return rows
+
+
+def init_state() -> None:
+    if "classify_examples" not in st.session_state:
+        st.session_state.classify_editor_version = 0
+        st.session_state.classify_results = None
+        st.session_state.classify_notice = None
+        apply_preset(DEFAULT_PRESET)
+        st.session_state.classify_notice = None
+
+
+def show_notice() -> None:
+    notice = st.session_state.get("classify_notice")
+    if notice:
+        kind, message = notice
+        (st.error if kind == "error" else st.success)(message)
+
+
+def show_results(results) -> None:
+    for result in results:
+        with st.container(border=True):
+            st.markdown(f"**{result.input}**")
+            st.markdown(f"Prediction: :green-background[**{result.prediction}**] · confidence {result.confidence:.1%}")
+            for label, confidence in result.labels.items():
+                name = f"**{label}**" if label == result.prediction else label
+                st.progress(min(max(confidence, 0.0), 1.0), text=f"{name}: {confidence:.1%}")
+
+
+def show_export(inputs: list[str], examples: list[Example] | None, model: str) -> None:
+    with st.expander("Export code", expanded=False):
+        url = st.text_input("Server URL for the API snippets", key="classify_server_url",
+                            help="Where `python -m playground serve` listens.")
+        snippets = export.all_snippets(inputs, examples, model, server_url=url)
+        tabs = st.tabs(["Python", "JSON + curl", "Cohere SDK", "CSV"])
+        with tabs[0]:
+            st.code(snippets["python"], language="python")
+            st.download_button("Download classify.py", snippets["python"], "classify.py", "text/x-python")
+        with tabs[1]:
+            st.code(snippets["json"], language="json")
+            st.code(snippets["curl"], language="bash")
+            st.download_button("Download request.json", snippets["json"], "request.json", "application/json")
+        with tabs[2]:
+            st.code(snippets["cohere"], language="python")
+            st.download_button("Download cohere_classify.py", snippets["cohere"], "cohere_classify.py", "text/x-python")
+        with tabs[3]:
+            st.code(snippets["csv"], language="csv")
+            st.download_button("Download examples.csv", snippets["csv"], "examples.csv", "text/csv")
+
+
+init_state()
+st.title("Classify")
+st.caption("Label a few examples, type some inputs, press **Classify**. Everything runs on this machine.")
+
+models = list(BASE_MODELS)
+model = st.selectbox("Model", models, key="classify_model", format_func=lambda m: BASE_MODELS[m].title)
+st.caption(BASE_MODELS[model].hint)
+
+with st.expander("Presets and CSV upload", expanded=False):
+    presets = list_presets()
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    preset = left.selectbox("Preset", list(presets), key="classify_preset", format_func=lambda n: presets[n].title)
+    right.button("Load preset", on_click=apply_preset, width="stretch")
+    st.caption(presets[preset].description + " Loading it replaces the examples and inputs.")
+    st.radio("When a file is uploaded", ["Replace", "Append"], key="classify_upload_mode", horizontal=True)
+    st.file_uploader("Labelled CSV (text, label; header optional; comma, semicolon or tab)", type=["csv", "tsv", "txt"],
+                     key="classify_upload", on_change=on_upload)
+
+show_notice()
+
+st.subheader("Examples")
+edited = st.data_editor(
+    st.session_state.classify_examples,
+    key=f"classify_editor_{st.session_state.classify_editor_version}",
+    num_rows="dynamic", hide_index=True, width="stretch",
+    column_config={
+        "text": st.column_config.TextColumn("Text", width="large", required=True),
+        "label": st.column_config.TextColumn("Label", width="small", required=True),
+    },
+)
+st.session_state.classify_current = edited
+
+grid_error = None
+try:
+    examples = examples_from_rows(edited[GRID_COLUMNS].itertuples(index=False))
+except ValidationError as exc:
+    examples, grid_error = [], exc
+counts = label_counts(examples)
+if counts:
+    st.caption(" · ".join(f"**{label}**: {n}" for label, n in counts.items()) + f" · {len(examples)} examples")
+for label, n in counts.items():
+    if n < MIN_EXAMPLES_PER_LABEL:
+        st.warning(f"Label **{label}** has {n} example; add at least {MIN_EXAMPLES_PER_LABEL - n} more.")
+
+st.subheader("Inputs")
+st.text_area("One input per line", key="classify_inputs", height=120)
+inputs = inputs_from_text(st.session_state.classify_inputs)
+
+if st.button("Classify", type="primary"):
+    st.session_state.classify_notice = None
+    try:
+        if grid_error is not None:
+            raise grid_error
+        if len(inputs) > PAGE_MAX_INPUTS:
+            raise ValidationError(f"{len(inputs)} inputs: the page takes at most {PAGE_MAX_INPUTS}; "
+                                  "use bulk classify for more")
+        spinner = None if is_loaded(model) else f"Loading the {model} model (first use only)…"
+        with st.spinner(spinner or "Classifying…"):
+            st.session_state.classify_results = classify(inputs, examples, model, max_inputs=None)
+    except (ValidationError, ModelNotFoundError) as exc:
+        st.session_state.classify_results = None
+        problems = getattr(exc, "problems", [str(exc)])
+        st.error("Could not classify:\n" + "\n".join(f"- {p}" for p in problems))
+
+if st.session_state.classify_results:
+    st.subheader("Results")
+    show_results(st.session_state.classify_results)
+
+if "classify_server_url" not in st.session_state:
+    st.session_state.classify_server_url = export.DEFAULT_SERVER_URL
+show_export(inputs, examples, model)

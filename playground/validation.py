@@ -1,0 +1,198 @@
+"""The rules a request must follow, with messages that say what to fix.
+
+One place for every rule, shared by the page, the library, the CLI and the HTTP API, so a
+message reads the same wherever the user meets it. The wording follows Cohere's Classify
+endpoint where it had one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+MAX_INPUTS = 96
+"""Inputs per call in the library and the API (Cohere's limit); the page batches more."""
+MAX_EXAMPLES = 2500
+"""Examples per call (Cohere's limit)."""
+MIN_EXAMPLES_PER_LABEL = 2
+MIN_LABELS = 2
+
+Truncate = Literal["NONE", "START", "END"]
+TRUNCATE_OPTIONS: tuple[str, ...] = get_args(Truncate)
+
+
+class ValidationError(ValueError):
+    """Bad input, with every problem found listed at once in ``problems``."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled text: ``Example("The package was damaged", "negative")``."""
+
+    text: str
+    label: str
+
+    def __post_init__(self) -> None:
+        for field in ("text", "label"):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                raise TypeError(f"Example {field} must be a string, got {type(value).__name__}: {value!r}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"text": self.text, "label": self.label}
+
+
+ExampleLike = Example | tuple[str, str] | Mapping[str, Any]
+
+
+def as_example(item: ExampleLike, index: int = 0) -> Example:
+    """Accept an ``Example``, a ``(text, label)`` pair or a ``{"text", "label"}`` mapping."""
+    if isinstance(item, Example):
+        return item
+    if isinstance(item, Mapping):
+        missing = [key for key in ("text", "label") if key not in item]
+        if missing:
+            raise ValidationError(f"examples[{index}] is missing {' and '.join(missing)}: {dict(item)!r}")
+        text, label = item["text"], item["label"]
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+        text, label = item
+    else:
+        raise TypeError(
+            f"examples[{index}] must be an Example, a (text, label) pair or a dict with text and label; "
+            f"got {item!r}"
+        )
+    for name, value in (("text", text), ("label", label)):
+        if not isinstance(value, str):
+            raise ValidationError(
+                f"examples[{index}] {name} must be a string, got {type(value).__name__}: {value!r}"
+            )
+    return Example(text, label)
+
+
+def as_examples(items: Iterable[ExampleLike]) -> list[Example]:
+    return [as_example(item, i) for i, item in enumerate(items)]
+
+
+def check_examples(examples: Sequence[Example]) -> None:
+    """Check the few-shot examples against Cohere's rules; raise listing every problem.
+
+    Rules: no empty text or label, at least 2 distinct labels, at least 2 examples for every
+    label, no text given two different labels, at most ``MAX_EXAMPLES`` examples.
+    """
+    problems: list[str] = []
+    if not examples:
+        raise ValidationError(
+            "invalid request: no examples given. Add at least 2 examples for each of at least 2 labels"
+        )
+    if len(examples) > MAX_EXAMPLES:
+        problems.append(f"too many examples: at most {MAX_EXAMPLES} - received {len(examples)}")
+    empty_text = [i for i, ex in enumerate(examples) if not ex.text.strip()]
+    empty_label = [i for i, ex in enumerate(examples) if not ex.label.strip()]
+    if empty_text:
+        problems.append(f"examples contains an empty text at index {_join_numbers(empty_text)}")
+    if empty_label:
+        problems.append(f"examples contains an empty label at index {_join_numbers(empty_label)}")
+
+    counts = Counter(ex.label for ex in examples if ex.label.strip())
+    if len(counts) < MIN_LABELS:
+        found = ", ".join(repr(label) for label in counts) or "none"
+        problems.append(
+            f"invalid request: examples must have at least {MIN_LABELS} unique labels - found {found}"
+        )
+    short = [label for label, n in counts.items() if n < MIN_EXAMPLES_PER_LABEL]
+    if short:
+        problems.append(
+            f"invalid request: each unique label must have at least {MIN_EXAMPLES_PER_LABEL} examples. "
+            f"Not enough examples for: {', '.join(short)}"
+        )
+
+    labels_by_text: dict[str, set[str]] = {}
+    for ex in examples:
+        if ex.text.strip() and ex.label.strip():
+            labels_by_text.setdefault(ex.text.strip(), set()).add(ex.label)
+    conflicts = {text: labels for text, labels in labels_by_text.items() if len(labels) > 1}
+    for text, labels in conflicts.items():
+        problems.append(
+            f"the text {_shorten(text)!r} is given different labels ({', '.join(sorted(labels))}): "
+            "keep one of them"
+        )
+    if problems:
+        raise ValidationError(problems)
+
+
+def check_inputs(inputs: Sequence[str], *, max_inputs: int | None = MAX_INPUTS) -> None:
+    """Check the texts to classify: strings, none empty, at most ``max_inputs`` of them."""
+    if isinstance(inputs, str):
+        raise TypeError("inputs must be a list of strings; wrap a single text in a list")
+    if len(inputs) == 0:
+        raise ValidationError("invalid request: inputs cannot be empty. Give at least one text to classify")
+    if max_inputs is not None and len(inputs) > max_inputs:
+        raise ValidationError(
+            f"total number of texts must be at most {max_inputs} - received {len(inputs)}"
+        )
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str):
+            raise ValidationError(
+                f"inputs contains an element that is not a string at index {i}: {type(text).__name__}"
+            )
+        if not text.strip():
+            raise ValidationError(f"inputs contains an element that is the empty string at index {i}")
+
+
+def check_truncate(truncate: str) -> Truncate:
+    value = truncate.upper() if isinstance(truncate, str) else truncate
+    if value not in TRUNCATE_OPTIONS:
+        raise ValidationError(f"truncate must be one of {', '.join(TRUNCATE_OPTIONS)} - received {truncate!r}")
+    return value  # type: ignore[return-value]
+
+
+def label_counts(examples: Iterable[Example]) -> dict[str, int]:
+    """Examples per label, in order of first appearance (for the page's counts)."""
+    return dict(Counter(ex.label for ex in examples if ex.label.strip()))
+
+
+def _join_numbers(numbers: Sequence[int], limit: int = 10) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def examples_from_rows(rows: Iterable[Sequence[Any]]) -> list[Example]:
+    """Examples from grid rows ``(text, label)``; blank rows are skipped, half-filled ones reported.
+
+    Row numbers in messages start at 1, as the page's grid shows them.
+    """
+    examples: list[Example] = []
+    problems: list[str] = []
+    for number, row in enumerate(rows, start=1):
+        text, label = (_cell(value) for value in (list(row) + [None, None])[:2])
+        if not text and not label:
+            continue
+        missing = [name for name, value in (("text", text), ("label", label)) if not value]
+        if missing:
+            problems.append(f"row {number}: the {' and the '.join(missing)} is empty; fill it in or delete the row")
+            continue
+        examples.append(Example(text, label))
+    if problems:
+        raise ValidationError(problems)
+    return examples
+
+
+def inputs_from_text(text: str) -> list[str]:
+    """One input per non-blank line of a text area."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # None / NaN from a new grid row
+        return ""
+    return str(value).strip()

@@ -1,0 +1,78 @@
+"""The Classify page through Streamlit's AppTest (the grid, uploads and downloads are in the browser tests)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from playground.export import python_snippet
+from playground.presets import load_preset
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def run_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    return at.run()
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_page_opens_with_the_seed_preset_and_classifies():
+    at = run_app()
+    assert not at.exception
+    assert at.text_area(key="classify_inputs").value.splitlines() == list(load_preset("review-sentiment").inputs)
+    button(at, "Classify").click().run()
+    assert not at.exception and not at.error
+    bars = at.get("progress")
+    texts = [bar.proto.text for bar in bars]
+    assert len(bars) == 4
+    assert texts[0].startswith("**negative**:") and texts[0].endswith("%")
+    assert texts[2].startswith("**negative**:")
+    assert [m.value for m in at.markdown if m.value.startswith("Prediction:")] == [
+        m for m in [m.value for m in at.markdown] if "Prediction: :green-background[**negative**]" in m
+    ]
+
+
+def test_export_tabs_render_current_config():
+    at = run_app()
+    assert len(at.tabs) == 4
+    codes = [c.value for c in at.code]
+    preset = load_preset("review-sentiment")
+    assert codes[0] == python_snippet(list(preset.inputs), list(preset.examples), "small").rstrip("\n")
+    assert any(c.startswith("curl") for c in codes)
+    assert any("co.classify(" in c for c in codes)
+    assert codes[-1].startswith("text,label\n")
+
+
+def test_loading_another_preset_fills_grid_and_inputs():
+    at = run_app()
+    at.selectbox(key="classify_preset").set_value("news-topic")
+    button(at, "Load preset").click().run()
+    preset = load_preset("news-topic")
+    assert at.text_area(key="classify_inputs").value == "\n".join(preset.inputs)
+    assert list(at.session_state.classify_examples["label"]) == [ex.label for ex in preset.examples]
+    button(at, "Classify").click().run()
+    assert not at.error and len(at.get("progress")) == 4 * len(preset.inputs)
+
+
+def test_invalid_grid_shows_an_error_and_keeps_inputs():
+    at = run_app()
+    import pandas as pd
+
+    at.session_state.classify_examples = pd.DataFrame({"text": ["only one", "and two"], "label": ["a", "a"]}, dtype="string")
+    at.session_state.classify_editor_version += 1
+    at.run()
+    button(at, "Classify").click().run()
+    assert not at.exception
+    assert "at least 2 unique labels" in at.error[0].value
+    assert at.text_area(key="classify_inputs").value.startswith("This item was broken")
+
+
+def test_empty_inputs_error():
+    at = run_app()
+    at.text_area(key="classify_inputs").set_value("  \n").run()
+    button(at, "Classify").click().run()
+    assert "inputs cannot be empty" in at.error[0].value
