@@ -52,6 +52,17 @@ if len(g):
     d = pd.concat([d, g], ignore_index=True)
 
 
+def md(df):
+    """DataFrame -> markdown table (no tabulate dependency)."""
+    df = df.reset_index()
+    cols = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in df.columns]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        out.append("| " + " | ".join("" if (isinstance(v, float) and np.isnan(v)) else
+                                      (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r) + " |")
+    return "\n".join(out)
+
+
 def fmt(x, k):
     if k in ("acc", "f1"):
         return f"{100*x:.1f}"
@@ -92,7 +103,7 @@ def temps(model):
     s = d[(d.model == model) & d["T"].notna() & d.cand.str.contains("_ts")]
     t = s.groupby(["cand", "N"])["T"].agg(median="median", min="min", max="max",
                                           at_bound=lambda x: int((x > 2900).sum()), runs="count")
-    return t.round(3).to_markdown()
+    return md(t.round(3))
 
 
 if __name__ == "__main__":
@@ -113,10 +124,10 @@ if __name__ == "__main__":
         p = se.pivot_table(index="cand", columns=["model", "inp"], values="cell", aggfunc="first")
         tt = se.groupby(["cand", "model"]).T.first().unstack()
         p = p.join(tt.rename(columns=lambda m: f"T {m}"))
-        print(p.reindex([c for c in ORDER if c in p.index]).to_markdown())
+        print(md(p.reindex([c for c in ORDER if c in p.index])))
     if os.path.exists("fit_timing.json"):
         ft = pd.DataFrame(json.load(open("fit_timing.json")))
         ft["key"] = ft.ds + " n=" + ft.n.astype(str)
         print("\n## fit time per call (ms, median)\n")
-        print(ft.pivot_table(index="cand", columns="key", values="fit_ms", sort=False).round(1)
-              .reindex([c for c in ORDER if c in set(ft.cand)]).to_markdown())
+        print(md(ft.pivot_table(index="cand", columns="key", values="fit_ms", sort=False).round(1)
+              .reindex([c for c in ORDER if c in set(ft.cand)])))
