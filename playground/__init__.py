@@ -11,8 +11,12 @@ _os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from .engine import Classification, FewShotModel, classify  # noqa: E402
+from .evaluate import EvaluationReport, evaluate  # noqa: E402
+from .store import load_model  # noqa: E402
+from .training import train  # noqa: E402
 from .validation import Example, ValidationError  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Classification", "Example", "FewShotModel", "ValidationError", "classify", "__version__"]
+__all__ = ["Classification", "EvaluationReport", "Example", "FewShotModel", "ValidationError", "classify", "evaluate",
+           "load_model", "train", "__version__"]

@@ -23,6 +23,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .data import read_examples_csv
     from .engine import classify
 
+    if args.input_file or args.output:
+        return _classify_file(args)
     texts = list(args.texts)
     if not texts and not sys.stdin.isatty():
         texts = [line.strip() for line in sys.stdin if line.strip()]
@@ -32,6 +34,28 @@ def cmd_classify(args: argparse.Namespace) -> int:
     else:
         results = classify(texts, None, args.model, truncate=args.truncate, max_inputs=None)
     _print_json([r.to_dict() for r in results])
+    return 0
+
+
+def _classify_file(args: argparse.Namespace) -> int:
+    """Bulk mode: stream a CSV through the model into --output, progress on stderr."""
+    from .bulk import BulkProgress, classify_file, format_eta
+    from .data import read_examples_csv
+
+    if not (args.input_file and args.output):
+        raise ValidationError("bulk mode needs both --input-file texts.csv and --output results.csv")
+    if args.texts:
+        raise ValidationError("give texts either as arguments or with --input-file, not both")
+    examples = read_examples_csv(args.examples).examples if args.examples else None
+
+    def show(p: BulkProgress) -> None:
+        print(f"\r{p.rows_done:,}/{p.total:,} rows · {p.rate:,.0f} rows/s · ETA {format_eta(p.seconds_left)}   ",
+              end="", file=sys.stderr, flush=True)
+
+    result = classify_file(args.input_file, args.output, examples=examples, model=args.model,
+                           text_column=args.text_column, truncate=args.truncate, progress=show)
+    print(f"\n{result.rows:,} rows classified in {result.seconds:.1f}s ({result.errors:,} with an error) "
+          f"→ {result.output}", file=sys.stderr)
     return 0
 
 
@@ -64,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="CSV of text,label examples (few-shot on --model small|large)")
     p.add_argument("--model", default="small", help="small, large or a custom model name (default: small)")
     p.add_argument("--truncate", default="END", choices=["END", "START", "NONE"])
+    p.add_argument("--input-file", help="CSV with a header row to classify in bulk (needs --output)")
+    p.add_argument("--text-column", help="column of --input-file to classify (default: text, else the first)")
+    p.add_argument("--output", help="CSV to write: the input's columns + prediction, confidence, "
+                   "confidence_<label>, error")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("train", help="train a custom model from a CSV (single-label) or JSONL (multi-label) file")

@@ -15,7 +15,7 @@ from typing import Literal, overload
 import numpy as np
 
 from .classifier import FewShotClassifier
-from .embeddings import BASE_MODELS, Encoder, TextTooLongError, get_encoder
+from .embeddings import BASE_MODELS, DEFAULT_PRECISION, Encoder, TextTooLongError, get_encoder, resolve_precision
 from .validation import (
     MAX_INPUTS,
     Example,
@@ -105,7 +105,7 @@ class FewShotModel:
     """
 
     def __init__(self, examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
-                 precision: str = "fp32") -> None:
+                 precision: str = DEFAULT_PRECISION) -> None:
         if model not in BASE_MODELS:
             raise ValidationError(
                 f"model {model!r} does not take examples: choose one of {', '.join(BASE_MODELS)}, "
@@ -133,10 +133,10 @@ _FITTED_LOCK = threading.Lock()
 
 
 def fit_few_shot(examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
-                 precision: str = "fp32") -> FewShotModel:
+                 precision: str = DEFAULT_PRECISION) -> FewShotModel:
     """A ``FewShotModel``, reused when the same examples were fitted on the same model recently."""
     examples = as_examples(examples)
-    key = (model, precision, check_truncate(truncate), tuple((ex.text, ex.label) for ex in examples))
+    key = (model, resolve_precision(precision), check_truncate(truncate), tuple((ex.text, ex.label) for ex in examples))
     with _FITTED_LOCK:
         fitted = _FITTED.get(key)
         if fitted is not None:
@@ -158,7 +158,7 @@ def classify(inputs: Sequence[str], examples: Iterable[ExampleLike] | None = ...
              truncate: str = ..., precision: str = ..., max_inputs: int | None = ...) -> list[Classification]: ...
 
 
-def classify(inputs, examples=None, model="small", *, truncate="END", precision="fp32", max_inputs=MAX_INPUTS):
+def classify(inputs, examples=None, model="small", *, truncate="END", precision=DEFAULT_PRECISION, max_inputs=MAX_INPUTS):
     """Classify ``inputs`` from labelled ``examples`` (few-shot) or with a custom model by name.
 
     Parameters

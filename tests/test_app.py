@@ -62,7 +62,9 @@ def test_invalid_grid_shows_an_error_and_keeps_inputs():
     at = run_app()
     import pandas as pd
 
-    at.session_state.classify_examples = pd.DataFrame({"text": ["only one", "and two"], "label": ["a", "a"]}, dtype="string")
+    grid = pd.DataFrame({"text": ["only one", "and two"], "label": ["a", "a"]}, dtype="string")
+    at.session_state.classify_examples = grid
+    at.session_state.classify_current = grid
     at.session_state.classify_editor_version += 1
     at.run()
     button(at, "Classify").click().run()

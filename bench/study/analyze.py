@@ -119,12 +119,17 @@ if __name__ == "__main__":
     if os.path.exists("seed_example.json"):
         se = pd.DataFrame(json.load(open("seed_example.json")))
         print("\n## seed example: predicted label, P(negative) for each input\n")
-        se["cell"] = se.apply(lambda r: f"{r.pred} {r.p_negative:.2f}", axis=1)
-        se["inp"] = se.input.map(lambda x: "broken" if "broken" in x else "broke 3w")
-        p = se.pivot_table(index="cand", columns=["model", "inp"], values="cell", aggfunc="first")
-        tt = se.groupby(["cand", "model"]).T.first().unstack()
-        p = p.join(tt.rename(columns=lambda m: f"T {m}"))
-        print(md(p.reindex([c for c in ORDER if c in p.index])))
+        lines = ["| candidate | small: broken on arrival | small: broke after 3 weeks | small T | large: broken on arrival | large: broke after 3 weeks | large T |",
+                 "|---|---|---|---|---|---|---|"]
+        for c in [c for c in ORDER if c in set(se.cand)]:
+            cells = []
+            for m in ["small", "large"]:
+                r = se[(se.cand == c) & (se.model == m)]
+                cells += [f"{x.pred} (P(neg)={x.p_negative:.2f})" for x in r.itertuples()]
+                T = r["T"].iloc[0]
+                cells.append("" if np.isnan(T) else f"{T:.3g}")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        print("\n".join(lines))
     if os.path.exists("fit_timing.json"):
         ft = pd.DataFrame(json.load(open("fit_timing.json")))
         ft["key"] = ft.ds + " n=" + ft.n.astype(str)

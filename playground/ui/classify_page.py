@@ -14,6 +14,8 @@ from playground.data import DataFileError, read_examples_csv
 from playground.embeddings import BASE_MODELS, ModelNotFoundError, is_loaded
 from playground.engine import classify
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
+from playground.store import list_models
+from playground.ui.evaluate_panel import render_evaluate
 from playground.validation import (
     MIN_EXAMPLES_PER_LABEL,
     Example,
@@ -23,8 +25,9 @@ from playground.validation import (
     label_counts,
 )
 
+# The page batches inputs past the API's 96; beyond this, bulk classify is the better tool.
+# (A comment, not a string: Streamlit's "magic" would print a bare string on the page.)
 PAGE_MAX_INPUTS = 1000
-"""The page batches inputs past the API's 96; beyond this, bulk classify is the better tool."""
 GRID_COLUMNS = ["text", "label"]
 
 
@@ -35,6 +38,7 @@ def examples_frame(examples: list[Example]) -> pd.DataFrame:
 def set_examples(examples: list[Example]) -> None:
     """Replace the grid's content; a new editor key drops the old widget's pending edits."""
     st.session_state.classify_examples = examples_frame(examples)
+    st.session_state.classify_current = st.session_state.classify_examples  # so restore_state keeps this
     st.session_state.classify_editor_version += 1
 
 
@@ -88,6 +92,32 @@ def init_state() -> None:
         st.session_state.classify_notice = None
 
 
+KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_preset", "classify_upload_mode", "classify_server_url")
+
+
+def restore_state() -> None:
+    """Bring back what Streamlit dropped while the page (or part of it) was not drawn.
+
+    Streamlit deletes a widget's value at the end of every run that did not draw the widget: a
+    visit to the Models or Bulk page, or a custom model here (which hides the grid). Plain keys
+    survive, so the page keeps copies: ``classify_saved`` for widget values, ``classify_current``
+    for the grid as edited.
+    """
+    for key, value in st.session_state.get("classify_saved", {}).items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+    editor = f"classify_editor_{st.session_state.classify_editor_version}"
+    current = st.session_state.get("classify_current")
+    if editor not in st.session_state and current is not None and not current.equals(st.session_state.classify_examples):
+        st.session_state.classify_examples = current[GRID_COLUMNS].reset_index(drop=True).astype("string")
+        st.session_state.classify_editor_version += 1
+
+
+def save_state() -> None:
+    saved = st.session_state.setdefault("classify_saved", {})
+    saved.update({key: st.session_state[key] for key in KEPT_WIDGETS if key in st.session_state})
+
+
 def show_notice() -> None:
     notice = st.session_state.get("classify_notice")
     if notice:
@@ -99,10 +129,28 @@ def show_results(results) -> None:
     for result in results:
         with st.container(border=True):
             st.markdown(f"**{result.input}**")
-            st.markdown(f"Prediction: :green-background[**{result.prediction}**] · confidence {result.confidence:.1%}")
+            if result.classification_type != "multi-label":
+                st.markdown(f"Prediction: :green-background[**{result.prediction}**] · "
+                            f"confidence {result.confidence:.1%}")
+            if result.classification_type == "multi-label":
+                show_multi_label(result)
+                continue
             for label, confidence in result.labels.items():
                 name = f"**{label}**" if label == result.prediction else label
                 st.progress(min(max(confidence, 0.0), 1.0), text=f"{name}: {confidence:.1%}")
+
+
+def show_multi_label(result) -> None:
+    """A bar per label; every label over its own threshold is marked (several, or none)."""
+    chosen = set(result.predictions)
+    st.markdown("Labels: " + (" ".join(f":green-background[**{label}**]" for label in result.predictions)
+                              if chosen else "_none over its threshold_"))
+    for label, confidence in result.labels.items():
+        mark = "✓ " if label in chosen else ""
+        name = f"**{label}**" if label in chosen else label
+        threshold = result.thresholds.get(label)
+        cut = f" (threshold {threshold:.0%})" if threshold is not None else ""
+        st.progress(min(max(confidence, 0.0), 1.0), text=f"{mark}{name}: {confidence:.1%}{cut}")
 
 
 def show_export(inputs: list[str], examples: list[Example] | None, model: str) -> None:
@@ -127,48 +175,61 @@ def show_export(inputs: list[str], examples: list[Example] | None, model: str) -
 
 
 init_state()
+restore_state()
 st.title("Classify")
 st.caption("Label a few examples, type some inputs, press **Classify**. Everything runs on this machine.")
 
-models = list(BASE_MODELS)
-model = st.selectbox("Model", models, key="classify_model", format_func=lambda m: BASE_MODELS[m].title)
-st.caption(BASE_MODELS[model].hint)
-
-with st.expander("Presets and CSV upload", expanded=False):
-    presets = list_presets()
-    left, right = st.columns([3, 1], vertical_alignment="bottom")
-    preset = left.selectbox("Preset", list(presets), key="classify_preset", format_func=lambda n: presets[n].title)
-    right.button("Load preset", on_click=apply_preset, width="stretch")
-    st.caption(presets[preset].description + " Loading it replaces the examples and inputs.")
-    st.radio("When a file is uploaded", ["Replace", "Append"], key="classify_upload_mode", horizontal=True)
-    st.file_uploader("Labelled CSV (text, label; header optional; comma, semicolon or tab)", type=["csv", "tsv", "txt"],
-                     key="classify_upload", on_change=on_upload)
-
-show_notice()
-
-st.subheader("Examples")
-edited = st.data_editor(
-    st.session_state.classify_examples,
-    key=f"classify_editor_{st.session_state.classify_editor_version}",
-    num_rows="dynamic", hide_index=True, width="stretch",
-    column_config={
-        "text": st.column_config.TextColumn("Text", width="large", required=True),
-        "label": st.column_config.TextColumn("Label", width="small", required=True),
-    },
-)
-st.session_state.classify_current = edited
+custom_models = {info.name: info for info in list_models() if info.status == "ok"}
+models = list(BASE_MODELS) + list(custom_models)
+if st.session_state.get("classify_model") not in models:  # a custom model deleted or renamed meanwhile
+    st.session_state.classify_model = "small"
+model = st.selectbox("Model", models, key="classify_model",
+                     format_func=lambda m: BASE_MODELS[m].title if m in BASE_MODELS else f"{m} (custom)")
+custom = custom_models.get(model)
+if custom is None:
+    st.caption(BASE_MODELS[model].hint)
+else:
+    st.caption(f"Custom {custom.type} model on {custom.base_model}, trained on {custom.n_examples} examples; "
+               f"labels: {', '.join(custom.labels)}. It needs no examples.")
 
 grid_error = None
-try:
-    examples = examples_from_rows(edited[GRID_COLUMNS].itertuples(index=False))
-except ValidationError as exc:
-    examples, grid_error = [], exc
-counts = label_counts(examples)
-if counts:
-    st.caption(" · ".join(f"**{label}**: {n}" for label, n in counts.items()) + f" · {len(examples)} examples")
-for label, n in counts.items():
-    if n < MIN_EXAMPLES_PER_LABEL:
-        st.warning(f"Label **{label}** has {n} example; add at least {MIN_EXAMPLES_PER_LABEL - n} more.")
+examples: list[Example] = []
+if custom is None:  # a custom model needs no examples: no grid, upload or presets
+    with st.expander("Presets and CSV upload", expanded=False):
+        presets = list_presets()
+        left, right = st.columns([3, 1], vertical_alignment="bottom")
+        preset = left.selectbox("Preset", list(presets), key="classify_preset", format_func=lambda n: presets[n].title)
+        right.button("Load preset", on_click=apply_preset, width="stretch")
+        st.caption(presets[preset].description + " Loading it replaces the examples and inputs.")
+        st.radio("When a file is uploaded", ["Replace", "Append"], key="classify_upload_mode", horizontal=True)
+        st.file_uploader("Labelled CSV (text, label; header optional; comma, semicolon or tab)", type=["csv", "tsv", "txt"],
+                         key="classify_upload", on_change=on_upload)
+
+    show_notice()
+
+    st.subheader("Examples")
+    edited = st.data_editor(
+        st.session_state.classify_examples,
+        key=f"classify_editor_{st.session_state.classify_editor_version}",
+        num_rows="dynamic", hide_index=True, width="stretch",
+        column_config={
+            "text": st.column_config.TextColumn("Text", width="large", required=True),
+            "label": st.column_config.TextColumn("Label", width="small", required=True),
+        },
+    )
+    st.session_state.classify_current = edited
+
+    grid_error = None
+    try:
+        examples = examples_from_rows(edited[GRID_COLUMNS].itertuples(index=False))
+    except ValidationError as exc:
+        examples, grid_error = [], exc
+    counts = label_counts(examples)
+    if counts:
+        st.caption(" · ".join(f"**{label}**: {n}" for label, n in counts.items()) + f" · {len(examples)} examples")
+    for label, n in counts.items():
+        if n < MIN_EXAMPLES_PER_LABEL:
+            st.warning(f"Label **{label}** has {n} example; add at least {MIN_EXAMPLES_PER_LABEL - n} more.")
 
 st.subheader("Inputs")
 st.text_area("One input per line", key="classify_inputs", height=120)
@@ -184,8 +245,9 @@ if st.button("Classify", type="primary"):
                                   "use bulk classify for more")
         spinner = None if is_loaded(model) else f"Loading the {model} model (first use only)…"
         with st.spinner(spinner or "Classifying…"):
-            st.session_state.classify_results = classify(inputs, examples, model, max_inputs=None)
-    except (ValidationError, ModelNotFoundError) as exc:
+            st.session_state.classify_results = classify(inputs, examples if custom is None else None, model,
+                                                         max_inputs=None)
+    except (ValidationError, ModelNotFoundError, LookupError) as exc:
         st.session_state.classify_results = None
         problems = getattr(exc, "problems", [str(exc)])
         st.error("Could not classify:\n" + "\n".join(f"- {p}" for p in problems))
@@ -196,4 +258,7 @@ if st.session_state.classify_results:
 
 if "classify_server_url" not in st.session_state:
     st.session_state.classify_server_url = export.DEFAULT_SERVER_URL
-show_export(inputs, examples, model)
+if custom is None:
+    render_evaluate(examples, model)
+show_export(inputs, examples if custom is None else None, model)
+save_state()

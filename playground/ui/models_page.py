@@ -1,0 +1,224 @@
+"""The Models page: train a custom model from a CSV / JSONL file, compare it with few-shot, manage models.
+
+Training runs in a background thread (one per process, see ``playground.training``); the
+thread writes its progress into a small shared object and a ``st.fragment(run_every=1)``
+redraws only the progress part every second, so the rest of the page stays responsive and the
+Cancel button sets the thread's cancel event. Why a thread and not a subprocess: the tuned
+model and the base encoder stay in this process's caches, and cancel is a plain ``Event``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from playground import store
+from playground.data import DataFileError
+from playground.embeddings import BASE_MODELS
+from playground.training import (
+    TrainingBusyError,
+    TrainingCancelled,
+    TrainingProgress,
+    TrainingSettings,
+    is_training,
+    train,
+)
+from playground.validation import ValidationError
+
+
+@dataclass
+class TrainingJob:
+    """One background training: written by its thread, read by the page."""
+
+    name: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: TrainingProgress | None = None
+    info: store.ModelInfo | None = None
+    error: str | None = None
+    done: bool = False
+    announced: bool = False
+
+
+def _run(job: TrainingJob, data: bytes, multi_label: bool, base: str, validation: bytes | None,
+         settings: TrainingSettings, directory: Path) -> None:
+    def progress(p: TrainingProgress) -> None:
+        job.progress = p
+
+    try:
+        job.info = train(data, job.name, base_model=base, multi_label=multi_label, validation=validation,
+                         settings=settings, progress=progress, cancel=job.cancel, directory=directory)
+    except TrainingCancelled:
+        job.error = "Training cancelled; nothing was saved."
+    except (ValidationError, TrainingBusyError, LookupError, ValueError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        job.error = "Could not train:\n" + "\n".join(f"- {p}" for p in problems)
+    finally:
+        job.done = True
+
+
+def start_training(upload, name: str, base: str, validation, settings: TrainingSettings) -> None:
+    """Check what can be checked at once, then hand the rest to a thread."""
+    if is_training():
+        st.session_state.models_notice = ("error", "A training is already running: wait for it or cancel it.")
+        return
+    multi_label = upload.name.lower().endswith((".jsonl", ".json", ".ndjson"))
+    job = TrainingJob(name)
+    thread = threading.Thread(
+        target=_run, name=f"train-{name}", daemon=True,
+        args=(job, upload.getvalue(), multi_label, base, validation.getvalue() if validation else None,
+              settings, store.models_dir()),
+    )
+    st.session_state.models_job = job
+    thread.start()
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    trained, baseline = metrics.get("trained", {}), metrics.get("baseline", {})
+    keys = ["accuracy", "macro_precision", "macro_recall", "macro_f1"] if "accuracy" in trained else \
+        ["micro_f1", "macro_f1", "exact_match", "hamming_loss"]
+    return pd.DataFrame({"trained": [trained.get(k) for k in keys], "few-shot (no training)": [baseline.get(k) for k in keys]},
+                        index=keys)
+
+
+def per_label_table(metrics: dict) -> pd.DataFrame:
+    trained, baseline = metrics.get("trained", {}), metrics.get("baseline", {})
+    rows = {}
+    for label, row in trained.get("per_label", {}).items():
+        b = baseline.get("per_label", {}).get(label, {})
+        rows[label] = {"precision": row["precision"], "recall": row["recall"], "F1 trained": row["f1"],
+                       "F1 few-shot": b.get("f1"), "support": row["support"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def show_metrics(metrics: dict) -> None:
+    v = metrics.get("validation", {})
+    where = (f"a stratified {v.get('fraction', 0):.0%} split (seed {v.get('seed')})" if v.get("source") == "split"
+             else f"the validation file ({v.get('file')})")
+    st.caption(f"Scored on {v.get('n')} examples from {where}. Training took {metrics.get('training_seconds')} s "
+               f"({metrics.get('n_pairs')} pairs, {metrics.get('steps')} steps).")
+    for warning in metrics.get("warnings", []):
+        st.warning(warning)
+    st.dataframe(metrics_table(metrics).style.format("{:.3f}"), width="content")
+    st.dataframe(per_label_table(metrics).style.format("{:.3f}", subset=["precision", "recall", "F1 trained",
+                                                                         "F1 few-shot"]), width="stretch")
+    for side, title in (("trained", "Trained"), ("baseline", "Few-shot")):
+        cm = metrics.get(side, {}).get("confusion_matrix")
+        if cm:
+            st.markdown(f"**{title} confusion matrix** (rows: true label, columns: predicted)")
+            st.dataframe(pd.DataFrame(cm["matrix"], index=cm["labels"], columns=cm["labels"]), width="content")
+
+
+@st.fragment(run_every=1.0)
+def training_status() -> None:
+    """Redrawn every second while a job exists: progress bar, time left, Cancel."""
+    job: TrainingJob | None = st.session_state.get("models_job")
+    if job is None:
+        return
+    if not job.done:
+        p = job.progress
+        if p is None:
+            st.progress(0.0, text="Starting…")
+        else:
+            left = f" · about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
+            st.progress(p.fraction, text=f"Step {p.step}/{p.total}{left} · {p.message}")
+        if st.button("Cancel training", key="models_cancel", disabled=job.cancel.is_set()):
+            job.cancel.set()
+        return
+    if not job.announced:  # once: rerun the whole page so the saved-models list shows the new model
+        job.announced = True
+        st.rerun()
+    if job.error:
+        st.error(job.error)
+    elif job.info is not None:
+        st.success(f"Model **{job.info.name}** is saved; pick it on the Classify page.")
+        show_metrics(job.info.metrics)
+    if st.button("Clear", key="models_clear"):
+        st.session_state.models_job = None
+        st.rerun()
+
+
+def rename(old: str) -> None:
+    new = st.session_state.get(f"models_rename_{old}", "").strip()
+    try:
+        store.rename_model(old, new)
+        st.session_state.models_notice = ("success", f"Renamed **{old}** to **{new}**.")
+    except (ValidationError, LookupError, OSError) as exc:
+        st.session_state.models_notice = ("error", str(exc))
+
+
+def delete(name: str) -> None:
+    try:
+        store.delete_model(name)
+        st.session_state.models_notice = ("success", f"Deleted **{name}**.")
+    except (LookupError, OSError) as exc:
+        st.session_state.models_notice = ("error", str(exc))
+
+
+def show_model(info: store.ModelInfo) -> None:
+    with st.expander(f"{info.name} · {info.type} · {info.base_model}" + (" · broken" if info.status != "ok" else "")):
+        if info.status != "ok":
+            st.error(f"This model cannot be used: {info.problem}")
+        else:
+            st.caption(f"{len(info.labels)} labels: {', '.join(info.labels)} · {info.n_examples} examples · "
+                       f"created {info.created}")
+            if info.metrics:
+                show_metrics(info.metrics)
+        left, right = st.columns(2, vertical_alignment="bottom")
+        left.text_input("New name", key=f"models_rename_{info.name}", value=info.name)
+        left.button("Rename", key=f"models_rename_btn_{info.name}", on_click=rename, args=(info.name,))
+        confirm = right.checkbox("Yes, delete this model", key=f"models_confirm_{info.name}")
+        right.button("Delete", key=f"models_delete_{info.name}", disabled=not confirm, on_click=delete,
+                     args=(info.name,), type="primary")
+
+
+if "models_job" not in st.session_state:
+    st.session_state.models_job = None
+    st.session_state.models_notice = None
+
+st.title("Models")
+st.caption(f"Train a custom classifier (at least 40 examples, 5 per label) and call it by name. "
+           f"Models live in `{store.models_dir()}`.")
+
+with st.form("models_train", border=True):
+    st.subheader("Train a model")
+    upload = st.file_uploader("Training data: CSV `text,label` (single-label) or JSONL "
+                              "`{\"text\": ..., \"label\": [...]}` (multi-label)", type=["csv", "jsonl", "json", "txt"])
+    validation = st.file_uploader("Validation file (optional; otherwise 20% is held out, stratified, seed 42)",
+                                  type=["csv", "jsonl", "json", "txt"])
+    name = st.text_input("Model name", placeholder="support-topics", help="Letters, digits, - and _.")
+    base = st.selectbox("Base model", list(BASE_MODELS), format_func=lambda m: BASE_MODELS[m].title)
+    defaults = TrainingSettings()
+    with st.expander("Advanced settings"):
+        epochs = st.number_input("Epochs", 1, 50, defaults.epochs)
+        max_pairs = st.number_input("Pairs (cap; more = slower, often better)", 2, 100_000, defaults.max_pairs,
+                                    help="Default 640 keeps 40-200 examples to about a minute on 2 cores (small).")
+        batch_size = st.number_input("Batch size", 2, 256, defaults.batch_size)
+    submitted = st.form_submit_button("Train", type="primary", disabled=is_training())
+
+if submitted:
+    st.session_state.models_notice = None
+    try:
+        if upload is None:
+            raise ValidationError("choose a training file first")
+        store.validate_model_name(name.strip())
+        settings = TrainingSettings(epochs=int(epochs), max_pairs=int(max_pairs), batch_size=int(batch_size))
+        start_training(upload, name.strip(), base, validation, settings)
+    except (ValidationError, DataFileError, ValueError) as exc:
+        st.session_state.models_notice = ("error", str(exc))
+
+notice = st.session_state.get("models_notice")
+if notice:
+    (st.error if notice[0] == "error" else st.success)(notice[1])
+
+training_status()
+
+st.subheader("Saved models")
+infos = store.list_models()
+if not infos:
+    st.info("No custom models yet.")
+for info in infos:
+    show_model(info)

@@ -1,0 +1,91 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from playground.embeddings import (
+    MPNET_FOLDER,
+    ModelNotFoundError,
+    bf16_supported,
+    cache_dir,
+    get_encoder,
+    large_model_path,
+    model_path,
+    resolve_precision,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXTS = [
+    "The package was damaged",
+    "I would recommend this to others",
+    "¿Dónde está la estación de tren?",
+    "東京の天気はどうですか",
+    "short",
+    "A much longer sentence that goes on about delivery times, refunds, broken zips and a courier who never rang the bell. " * 3,
+]
+
+
+def test_auto_resolves_to_an_explicit_precision():
+    assert resolve_precision("auto") == ("bf16" if bf16_supported() else "fp32")
+    assert resolve_precision("fp32") == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16 - received 'int4'"):
+        resolve_precision("int4")
+
+
+@pytest.mark.parametrize("model", ["small", "large"])
+def test_bf16_agrees_with_fp32(model):
+    if not bf16_supported():
+        pytest.fail("this CPU has no bf16 support; the bf16 path cannot be checked here")
+    fp32 = get_encoder(model, precision="fp32").embed(TEXTS)
+    bf16 = get_encoder(model, precision="bf16").embed(TEXTS)
+    cosine = (fp32 * bf16).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_seed_is_negative_in_every_precision(seed, precision):
+    from playground import classify
+
+    results = classify(list(seed.inputs), seed.examples, "small", precision=precision)
+    assert [r.prediction for r in results] == ["negative", "negative"]
+
+
+def test_unknown_base_model():
+    with pytest.raises(ModelNotFoundError, match="unknown base model 'medium'"):
+        model_path("medium")
+
+
+def test_large_model_unzips_once_atomically(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLASSIFY_CACHE_DIR", str(tmp_path))
+    # A half-finished unzip from a killed process must not count as the model.
+    stale = tmp_path / ".mpnet-killed"
+    (stale / "x" / MPNET_FOLDER).mkdir(parents=True)
+    half = tmp_path / MPNET_FOLDER
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    path = large_model_path()
+    assert path == cache_dir() / MPNET_FOLDER
+    assert (path / "model.safetensors").stat().st_size > 400_000_000
+    assert (path / ".complete").is_file()
+    assert not list(tmp_path.glob(".mpnet-*/model.zip"))  # no leftover joined zip of ours
+    mtime = (path / "model.safetensors").stat().st_mtime
+    assert large_model_path() == path and (path / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_models_load_offline_in_a_fresh_process(tmp_path):
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise OSError('network used')\n"
+        "socket.socket.connect = refuse\n"
+        "from playground.embeddings import get_encoder\n"
+        "print(get_encoder('small').embed(['hello']).shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["PYTHONPATH"] = str(ROOT)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "(1, 384)"
