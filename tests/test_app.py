@@ -78,3 +78,15 @@ def test_empty_inputs_error():
     at.text_area(key="classify_inputs").set_value("  \n").run()
     button(at, "Classify").click().run()
     assert "inputs cannot be empty" in at.error[0].value
+
+
+def test_advanced_settings_show_the_precision_in_use():
+    from playground.embeddings import resolve_precision
+
+    at = run_app()
+    assert at.selectbox(key="classify_precision").value == "auto"
+    assert f"In use: **{resolve_precision('auto')}** (auto)" in [c.value for c in at.caption]
+    at.selectbox(key="classify_precision").set_value("fp32").run()
+    assert "In use: **fp32**" in [c.value for c in at.caption]
+    button(at, "Classify").click().run()
+    assert not at.error and len(at.get("progress")) == 4

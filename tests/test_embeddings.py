@@ -89,3 +89,12 @@ def test_models_load_offline_in_a_fresh_process(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "(1, 384)"
+
+
+def test_precision_can_be_configured_for_the_process(monkeypatch):
+    monkeypatch.setenv("CLASSIFY_PRECISION", "fp32")
+    assert resolve_precision("auto") == "fp32"
+    assert resolve_precision("bf16") == "bf16"  # an explicit choice wins
+    monkeypatch.setenv("CLASSIFY_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="CLASSIFY_PRECISION must be one of auto, fp32, bf16 - received 'fp8'"):
+        resolve_precision("auto")

@@ -1,0 +1,133 @@
+"""Browser fixtures: one ``streamlit run app.py`` per session, a fresh Chromium context per test.
+
+Why a real browser: AppTest cannot drive the file chooser, the data editor's canvas grid, the
+copy button or downloads, and those are the paths users take. The server is a subprocess on
+127.0.0.1 and a free port, stopped in the fixture's teardown (so also when a test fails).
+Chromium is Debian's (``apt-get install -y chromium``), never ``playwright install``.
+
+``SCREENSHOTS=1 .venv/bin/python -m pytest -m browser`` also refreshes ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser_helpers import wait_for_app
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from playground.store import MODELS_DIR_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SERVER_START_SECONDS = 90
+VIEWPORT = {"width": 1400, "height": 1000}
+
+expect.set_options(timeout=30_000)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory) -> Iterator[str]:
+    """``streamlit run app.py`` from the project root; its log is printed if it never comes up."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    models_dir = tmp_path_factory.mktemp("models")  # journeys train into a throwaway folder
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           MODELS_DIR_ENV: str(models_dir)}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port),
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS
+            while not _healthy(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"streamlit did not start on {url} within {SERVER_START_SECONDS}s "
+                                f"(exit code {process.poll()}):\n{log_path.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.25)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium with `apt-get install -y chromium` "
+                    "(never `playwright install`); scripts/test.sh does this when it can")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server_url: str) -> Iterator[Page]:
+    """A new context per test is a new Streamlit session: each journey starts from the seed preset."""
+    context = browser.new_context(viewport=VIEWPORT, base_url=server_url, accept_downloads=True,
+                                  permissions=["clipboard-read", "clipboard-write"])
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        page.goto(server_url + "/")
+        wait_for_app(page)
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def screenshot():
+    """``screenshot(page, "name")`` writes docs/screenshots/name.png when SCREENSHOTS=1.
+
+    Streamlit scrolls inside its main area, so a "full page" shot is only the viewport: the
+    viewport is stretched to the content's height for the shot, then put back.
+    """
+    def take(page: Page, name: str) -> None:
+        if os.environ.get("SCREENSHOTS") != "1":
+            return
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], min(height, 4000))})
+        grids = page.get_by_test_id("stDataFrame").filter(visible=True)
+        for index in range(grids.count()):  # show grids from their first row
+            grids.nth(index).hover()
+            page.mouse.wheel(0, -100_000)
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(800)  # reflow, bars and fonts settle
+        page.screenshot(path=str(SCREENSHOT_DIR / f"{name}.png"))
+        page.set_viewport_size(VIEWPORT)
+        page.wait_for_timeout(300)
+    return take

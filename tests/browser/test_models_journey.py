@@ -1,0 +1,84 @@
+"""Custom models in headless Chromium: train on the Models page, then classify with it."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from browser_helpers import (FIXTURES, check_cards, choose_model, click_button, expect_grid, inputs_box, open_expander,
+                             results, upload_to, wait_for_app)
+
+from playground.embeddings import BASE_MODELS
+from playground.presets import load_preset
+
+pytestmark = pytest.mark.browser
+
+TRAIN_CSV = FIXTURES / "browser_train.csv"
+MODEL = "browser-support"
+TRAIN_SECONDS = 300
+STEP_TEXT = re.compile(r"^Step (\d+)/(\d+)")
+
+
+def go_to(page: Page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+    wait_for_app(page)
+
+
+def watch_training(page: Page) -> list[str]:
+    """Poll (bounded) the progress bar's text until the success or error message shows."""
+    seen: list[str] = []
+    done = page.get_by_test_id("stAlertContentSuccess").or_(page.get_by_test_id("stAlertContentError"))
+    deadline = time.monotonic() + TRAIN_SECONDS
+    while time.monotonic() < deadline:
+        texts = page.get_by_test_id("stProgress").all_inner_texts()
+        seen += [t.strip() for t in texts if not seen or t.strip() != seen[-1]]
+        if done.count():
+            return seen
+        page.wait_for_timeout(200)
+    pytest.fail(f"training did not finish within {TRAIN_SECONDS}s; progress seen: {seen}")
+
+
+def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
+    """Journey 6: upload a training CSV, train (small settings), watch the bar, pick the model, classify."""
+    go_to(page, "Models")
+    form = page.get_by_test_id("stForm")
+    upload_to(page, form.get_by_test_id("stFileUploader").filter(has_text="Training data"), TRAIN_CSV)
+    form.get_by_role("textbox", name="Model name").fill(MODEL)
+    open_expander(page, "Advanced settings")
+    form.get_by_role("spinbutton", name=re.compile(r"^Pairs")).fill("16")
+    form.get_by_role("spinbutton", name="Batch size").fill("8")
+    form.get_by_role("button", name="Train", exact=True).click()
+
+    started = time.monotonic()
+    seen = watch_training(page)
+    print(f"training took {time.monotonic() - started:.1f}s in the browser; progress seen: {seen}")
+    expect(page.get_by_test_id("stAlertContentSuccess")).to_have_text(
+        f"Model {MODEL} is saved; pick it on the Classify page.")
+    steps = [tuple(map(int, m.groups())) for m in map(STEP_TEXT.match, seen) if m]
+    assert seen and (seen[0] == "Starting…" or steps), seen  # a bar was shown while training ran
+    assert [s for s, _ in steps] == sorted(s for s, _ in steps), seen  # the bar only moves forward
+    assert all(total == steps[0][1] for _, total in steps), seen
+    expect(page.get_by_test_id("stProgress")).to_have_count(0)  # the bar made way for the results
+    expect(page.get_by_test_id("stExpander").filter(has_text=MODEL)).to_have_count(1)  # in "Saved models"
+    screenshot(page, "models-page")
+
+    go_to(page, "Classify")
+    choose_model(page, f"{MODEL} (custom)")
+    expect(page.get_by_text("labels: billing, shipping. It needs no examples.")).to_be_visible()
+    expect(page.get_by_test_id("stDataFrame")).to_have_count(0)  # no examples grid for a custom model
+    inputs = ["I was charged twice for my subscription", "My parcel is lost, the tracking has not moved"]
+    inputs_box(page).fill("\n".join(inputs))
+    inputs_box(page).press("Control+Enter")
+    wait_for_app(page)
+    click_button(page, "Classify")
+    cards = results(page)
+    check_cards(cards, inputs, {"billing", "shipping"})
+    assert [card["prediction"].split(" · ")[0] for card in cards] == [
+        "Prediction: billing", "Prediction: shipping"]
+
+    choose_model(page, BASE_MODELS["small"].title)  # back to few-shot: the grid is as it was
+    expect_grid(page, [(ex.text, ex.label) for ex in load_preset("review-sentiment").examples])
