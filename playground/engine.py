@@ -18,7 +18,6 @@ from .classifier import FewShotClassifier
 from .embeddings import BASE_MODELS, DEFAULT_PRECISION, Encoder, TextTooLongError, get_encoder, resolve_precision
 from .validation import (
     MAX_INPUTS,
-    Example,
     ExampleLike,
     ValidationError,
     as_examples,
@@ -75,7 +74,6 @@ def multi_label_results(inputs: Sequence[str], classes: Sequence[str], proba: np
         order = np.argsort(-row, kind="stable")
         labels = {str(classes[j]): float(row[j]) for j in order}
         chosen = tuple(label for label, p in labels.items() if p >= thresholds[label])
-        top = str(classes[order[0]])
         results.append(Classification(text, chosen[0] if chosen else "", float(row[order[0]]), labels,
                                       chosen, "multi-label", dict(thresholds)))
     return results

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,13 @@ from .classifier import FewShotClassifier
 from .data import DataFileError, MultiLabelExample, decode_text, read_examples_csv, read_multilabel_jsonl
 from .embeddings import BASE_MODELS, get_encoder, model_path
 from .store import (
-    BODY_DIR,
     ModelInfo,
     models_dir,
     now_iso,
     save_model,
     validate_model_name,
 )
-from .validation import Example, ValidationError, as_example
+from .validation import ValidationError, as_example
 
 MIN_TRAIN_EXAMPLES = 40
 MIN_TRAIN_LABELS = 2

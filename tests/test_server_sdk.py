@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,18 +21,13 @@ from cohere import ClassifyExample
 
 from playground.export import cohere_snippet, curl_snippet
 from playground.validation import Example
+from live_server import free_port, running
 from test_server import save_custom_model
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "x"
 START_TIMEOUT_S = 180
 CUSTOM = "review-sentiment"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,36 +38,14 @@ def server(tmp_path_factory, small_encoder, seed):
     """
     models = tmp_path_factory.mktemp("models")
     save_custom_model(models, CUSTOM, list(seed.examples), small_encoder)
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "CLASSIFY_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(ROOT), "CLASSIFY_MODELS_DIR": str(models)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "playground", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not up after {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    command = [sys.executable, "-m", "playground", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with running(command, health_url=url + "/health", cwd=ROOT, env=env, log_path=log, timeout=START_TIMEOUT_S):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,13 @@ Chromium is Debian's (``apt-get install -y chromium``), never ``playwright insta
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from browser_helpers import wait_for_app
+from live_server import free_port, running
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from playground.store import MODELS_DIR_ENV
@@ -35,24 +32,10 @@ VIEWPORT = {"width": 1400, "height": 1000}
 expect.set_options(timeout=30_000)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> Iterator[str]:
     """``streamlit run app.py`` from the project root; its log is printed if it never comes up."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     models_dir = tmp_path_factory.mktemp("models")  # journeys train into a throwaway folder
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
@@ -61,23 +44,9 @@ def server_url(tmp_path_factory) -> Iterator[str]:
                "--server.address", "127.0.0.1", "--server.port", str(port),
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + SERVER_START_SECONDS
-            while not _healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"streamlit did not start on {url} within {SERVER_START_SECONDS}s "
-                                f"(exit code {process.poll()}):\n{log_path.read_text(errors='replace')[-3000:]}")
-                time.sleep(0.25)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+    with running(command, health_url=url + "/_stcore/health", cwd=ROOT, env=env, log_path=log_path,
+                 timeout=SERVER_START_SECONDS):
+        yield url
 
 
 @pytest.fixture(scope="session")
