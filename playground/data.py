@@ -39,6 +39,8 @@ class ParsedExamples:
     delimiter: str = ","
     encoding: str = "utf-8"
     warnings: list[str] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    """The file row of each example (header counted), for later messages that name it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
     problems: list[str] = []
     examples: list[Example] = []
     blank = 0
+    numbers: list[int] = []
     for number, row in enumerate(rows, start=1):
         if has_header and number == 1:
             continue
@@ -155,6 +158,7 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
             problems.append(f"row {number}: empty {' and '.join(missing)}")
             continue
         examples.append(Example(ex_text, ex_label))
+        numbers.append(number)
     if problems:
         raise DataFileError(_limit(problems))
     if not examples:
@@ -163,7 +167,7 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
     if blank:
         warnings.append(f"skipped {blank} blank row{'s' if blank != 1 else ''}")
     warnings.extend(near_duplicate_labels(ex.label for ex in examples))
-    return ParsedExamples(examples, has_header, delimiter, encoding, warnings)
+    return ParsedExamples(examples, has_header, delimiter, encoding, warnings, numbers)
 
 
 def near_duplicate_labels(labels: Iterable[str]) -> list[str]:

@@ -181,20 +181,6 @@ class TrainingData:
         return sorted({ex.label for ex in self.examples})
 
 
-def _csv_rows(raw: bytes, delimiter: str, has_header: bool) -> list[int]:
-    """Row numbers of the examples ``read_examples_csv`` returned (same counting: records, blanks skipped)."""
-    import csv
-    import io
-
-    text, _, _ = decode_text(raw)
-    rows = []
-    for number, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), start=1):
-        if (has_header and number == 1) or not any(cell.strip() for cell in row):
-            continue
-        rows.append(number)
-    return rows
-
-
 def load_training_data(data: Any, *, multi_label: bool | None = None, what: str = "training") -> TrainingData:
     """Read a CSV / JSONL path, bytes or an in-memory list into ``TrainingData``.
 
@@ -217,8 +203,7 @@ def load_training_data(data: Any, *, multi_label: bool | None = None, what: str 
             lines = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
             return TrainingData(examples, [f"line {n}" for n in lines], True, source)
         parsed = read_examples_csv(raw)
-        rows = _csv_rows(raw, parsed.delimiter, parsed.has_header)
-        return TrainingData(parsed.examples, [f"row {n}" for n in rows], False, source)
+        return TrainingData(parsed.examples, [f"row {n}" for n in parsed.rows], False, source)
     items = list(data)
     if multi_label is None:
         multi_label = bool(items) and isinstance(items[0], MultiLabelExample)

@@ -117,3 +117,8 @@ def test_jsonl_bad_lines_are_named():
     assert 'missing "text"' in problems[1]
     assert '"text" must be a string, got int' in problems[2]
     assert '"label" must be a string or a list' in problems[3]
+
+
+def test_rows_of_each_example_are_kept_for_later_messages():
+    parsed = read_examples_csv(b'text,label\na,x\n\n"multi\nline",y\nc,x\n')
+    assert parsed.rows == [2, 4, 5]
