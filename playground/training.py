@@ -6,11 +6,10 @@ encoder on pairs drawn from the examples (same label → cosine 1, different →
 embeddings: the few-shot ``FewShotClassifier`` for single-label data, one-vs-rest logistic
 regression with a per-label threshold for multi-label data.
 
-Why not the ``setfit`` library: setfit 1.2.0 (installed with ``--no-deps`` to keep our pins)
-fails at import (``from datasets import Dataset``), and making it work means adding
-``datasets``, ``evaluate`` and ``accelerate`` (plus their own dependencies); its trainer
-runs on ``SentenceTransformerTrainer``, which needs ``datasets`` and ``accelerate`` too; and
-it saves its head with ``joblib`` (pickle), which this project refuses. The loop below is a
+Why not the ``setfit`` library: setfit 1.2.0 runs with our pins only once ``datasets``,
+``evaluate`` and ``accelerate`` and a dozen of their dependencies are added (the benchmark does
+so, ``requirements-bench.txt``, to run it as a peer); and it saves its head with ``joblib``
+(pickle), which this project refuses. The loop below is a
 plain torch loop over sentence-transformers' own loss: no new package, and cancel / progress
 hooks at every step.
 

@@ -1,0 +1,124 @@
+"""Run the benchmark suite and write docs/BENCHMARKS.md and bench/results.json.
+
+    python -m bench                           # full (about 30 min on 2 cores), data from ../shared/data
+    python -m bench --quick                   # about 3 min: 1 seed, small model, test capped at 500
+    python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
+
+Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
+JSON as soon as it ends, so a failed or slow section costs only itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import ROOT, Config, machine, run_python, write_json
+from .report import write_report
+
+SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
+                 "setfit")
+"""Cheap sections first, model training last: a run cut short still has the serving numbers."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                   help="folder of <set>/train.csv,test.csv (and goemotions/*.jsonl); default ../shared/data")
+    p.add_argument("--quick", action="store_true", help="about 3 minutes: 1 seed, small model only, smaller caps")
+    p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"), help="the Markdown report")
+    p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="machine-readable results")
+    p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTION_ORDER)}")
+    p.add_argument("--max-pairs", type=int, default=None,
+                   help="override TrainingSettings.max_pairs for the trained rows (default: the product's default)")
+    p.add_argument("--datasets", default="", help="comma-separated single-label sets to use (default: every set found)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="stop starting sections after this long (default 30 for full, none for --quick)")
+    p.add_argument("--section-timeout", type=float, default=None, help="seconds per section (default 1800, quick 400)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"data folder not found: {data}; pass --data DIR (folders of train.csv / test.csv)", file=sys.stderr)
+        return 2
+    skip = [s.strip() for s in args.skip.split(",") if s.strip()]
+    unknown = sorted(set(skip) - set(SECTION_ORDER))
+    if unknown:
+        print(f"--skip names unknown sections {unknown}; choose from {', '.join(SECTION_ORDER)}", file=sys.stderr)
+        return 2
+    cfg = Config.make(str(data), quick=args.quick, skip=skip, max_pairs=args.max_pairs,
+                      latency_calls=args.latency_calls)
+    if args.datasets:
+        wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        missing = sorted(set(wanted) - set(cfg.datasets))
+        if missing:
+            print(f"--datasets names sets not in {data}: {missing}; found {cfg.datasets}", file=sys.stderr)
+            return 2
+        for name in ("datasets", "large_datasets", "precision_datasets", "trained_datasets", "setfit_datasets",
+                     "throughput_datasets"):
+            kept = [d for d in getattr(cfg, name) if d in wanted]
+            setattr(cfg, name, kept or ([wanted[0]] if name != "throughput_datasets" else wanted[:2]))
+        if cfg.training_dataset not in wanted:
+            cfg.training_dataset = wanted[-1]
+    if args.seeds:
+        cfg.seeds = list(range(args.seeds))
+    if not cfg.datasets:
+        print(f"no <set>/train.csv + test.csv folders in {data}", file=sys.stderr)
+        return 2
+    timeout = args.section_timeout or (400.0 if args.quick else 1800.0)
+    budget = (args.budget_minutes if args.budget_minutes is not None else (None if args.quick else 30.0))
+    budget = budget * 60 if budget else None
+    results = {"mode": "quick" if args.quick else "full", "machine": machine(), "config": cfg.to_dict(),
+               "sections": {}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_text(json.dumps(cfg.to_dict()))
+        for name in SECTION_ORDER:
+            if name in cfg.skip:
+                why = "skipped (--skip)" if name in skip else "full mode only (--quick trains one model, in training_time)"
+                results["sections"][name] = {"status": f"not run: {why}"}
+                continue
+            left = budget - (time.perf_counter() - started) if budget else None
+            if left is not None and left < 30:
+                results["sections"][name] = {"status": f"not run: over the {budget / 60:.0f}-minute budget"}
+                continue
+            section_timeout = min(timeout, left) if left is not None else timeout
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            out_path = Path(tmp) / f"{name}.json"
+            t0 = time.perf_counter()
+            try:
+                proc = run_python(["-m", "bench.sections", name, str(config_path), str(out_path)],
+                                  timeout=section_timeout)
+                if out_path.is_file():
+                    result = json.loads(out_path.read_text())
+                else:
+                    result = {"status": f"failed: exit {proc.returncode}: {proc.stderr[-800:]}"}
+            except Exception as exc:  # noqa: BLE001 - TimeoutExpired and friends: record, go on
+                partial = Path(str(out_path) + ".partial")
+                result = (json.loads(partial.read_text()) if partial.is_file()
+                          else {"status": f"failed: {type(exc).__name__}: {str(exc)[:300]}"})
+            result.setdefault("seconds", round(time.perf_counter() - t0, 1))
+            results["sections"][name] = result
+            print(f"[bench] {name}: {result.get('status')} in {result['seconds']} s", file=sys.stderr, flush=True)
+            results["wall_seconds"] = round(time.perf_counter() - started, 1)
+            write_json(args.json, results)
+            write_report(results, Path(args.out))  # after every section: a stopped run still leaves a report
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_report(results, Path(args.out))
+    write_json(args.json, results)
+    print(f"[bench] wrote {args.out} and {args.json} in {results['wall_seconds']} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

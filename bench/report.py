@@ -1,0 +1,460 @@
+"""results.json → docs/BENCHMARKS.md (tables, targets) and two PNG plots next to it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import ECE_BINS, IMBALANCED_SETS
+
+METHOD_TITLES = {
+    ("instant", "small"): "instant few-shot, small",
+    ("instant", "large"): "instant few-shot, large",
+    ("trained", "small"): "trained custom model, small",
+    ("trained", "large"): "trained custom model, large",
+    ("setfit", "small"): "setfit library 1.2.0, small",
+    ("tfidf", "-"): "TF-IDF + LR (floor)",
+}
+
+
+def _status(section: dict | None) -> str:
+    return (section or {}).get("status", "not run")
+
+
+def _ok(section: dict | None) -> bool:
+    return _status(section) == "ok" or _status(section).startswith("partial")
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _mean_std(values: list[float], scale: float = 100.0) -> str:
+    if not values:
+        return "–"
+    v = np.asarray(values) * scale
+    return f"{v.mean():.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std(ddof=0):.1f}"
+
+
+def _metric(dataset: str) -> str:
+    return "macro_f1" if dataset in IMBALANCED_SETS else "accuracy"
+
+
+def _accuracy_rows(results: dict) -> list[dict]:
+    rows = []
+    for name in ("accuracy", "trained", "setfit"):
+        rows += (results["sections"].get(name) or {}).get("rows", [])
+    return rows
+
+
+def _default_precision(results: dict) -> str:
+    return (results["sections"].get("accuracy") or {}).get("default_precision", "fp32")
+
+
+def _method_keys(rows: list[dict], default: str) -> list[tuple[str, str, str]]:
+    """(method, model, precision) in report order; instant rows at the engine's default precision."""
+    keys = []
+    for method, model in METHOD_TITLES:
+        precs = sorted({r["precision"] for r in rows if r["method"] == method and r["model"] == model})
+        if method == "instant":
+            precs = [p for p in precs if p == default]
+        keys += [(method, model, p) for p in precs]
+    return keys
+
+
+def _group(rows: list[dict]) -> dict[tuple, list[dict]]:
+    g: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        g[(r["method"], r["model"], r["precision"], r["dataset"], r["n"])].append(r)
+    return g
+
+
+def accuracy_tables(results: dict) -> tuple[list[str], dict]:
+    rows = _accuracy_rows(results)
+    cfg = results["config"]
+    default = _default_precision(results)
+    g = _group(rows)
+    keys = _method_keys(rows, default)
+    datasets = cfg["datasets"]
+    lines: list[str] = []
+    summary: dict[str, Any] = {}
+    for n in cfg["ns"]:
+        lines += [f"### N = {n} examples per label", "",
+                  "| method | seeds | " + " | ".join(d + (" (F1)" if d in IMBALANCED_SETS else "") for d in datasets)
+                  + " | mean |", "|---|---|" + "---|" * (len(datasets) + 1)]
+        for method, model, prec in keys:
+            cells, means, seeds = [], [], set()
+            for d in datasets:
+                rs = g.get((method, model, prec, d, n), [])
+                vals = [r[_metric(d)] for r in rs]
+                seeds |= {r["seed"] for r in rs}
+                cells.append(_mean_std(vals))
+                if vals:
+                    means.append(float(np.mean(vals)))
+                    summary.setdefault(f"{method}/{model}/{prec}", {}).setdefault(str(n), {})[d] = round(
+                        float(np.mean(vals)) * 100, 2)
+            if not any(c != "–" for c in cells):
+                continue
+            mean = _fmt(np.mean(means) * 100) if len(means) == len(datasets) else f"({_fmt(np.mean(means) * 100)})"
+            title = METHOD_TITLES[(method, model)] + (f" [{prec}]" if method == "instant" else "")
+            lines.append(f"| {title} | {len(seeds)} | " + " | ".join(cells) + f" | {mean} |")
+        lines.append("")
+    lines.append("Accuracy in %, mean ± std over seeds (F1: macro-F1 for the imbalanced sets). A mean in brackets "
+                 "covers only the sets that row ran on.")
+    return lines, summary
+
+
+def calibration_table(results: dict) -> tuple[list[str], dict]:
+    rows = _accuracy_rows(results)
+    cfg = results["config"]
+    default = _default_precision(results)
+    keys = _method_keys(rows, default)
+    g = _group(rows)
+    lines = ["| method | " + " | ".join(f"ECE N={n}" for n in cfg["ns"]) + " | "
+             + " | ".join(f"mean confidence / accuracy N={n}" for n in cfg["ns"]) + " |",
+             "|---|" + "---|" * (2 * len(cfg["ns"]))]
+    summary = {}
+    for method, model, prec in keys:
+        eces, confs = [], []
+        for n in cfg["ns"]:
+            rs = [r for d in cfg["datasets"] for r in g.get((method, model, prec, d, n), [])]
+            e = float(np.mean([r["ece"] for r in rs])) if rs else None
+            eces.append(_fmt(e, 3))
+            confs.append(f"{_fmt(np.mean([r['mean_confidence'] for r in rs]) * 100)} / "
+                         f"{_fmt(np.mean([r['accuracy'] for r in rs]) * 100)}" if rs else "–")
+            if e is not None:
+                summary.setdefault(f"{method}/{model}/{prec}", {})[str(n)] = round(e, 4)
+        if all(e == "–" for e in eces):
+            continue
+        title = METHOD_TITLES[(method, model)] + (f" [{prec}]" if method == "instant" else "")
+        lines.append(f"| {title} | " + " | ".join(eces) + " | " + " | ".join(confs) + " |")
+    lines += ["", f"ECE: {ECE_BINS} equal-width bins on the top label's confidence, per test set and seed, then "
+              "averaged over sets and seeds."]
+    return lines, summary
+
+
+def reliability_plot(results: dict, path: Path) -> bool:
+    rows = _accuracy_rows(results)
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = results["config"]
+    keys = _method_keys(rows, _default_precision(results))
+    fig, axes = plt.subplots(1, len(cfg["ns"]), figsize=(5 * len(cfg["ns"]), 4.6), squeeze=False)
+    centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
+    for ax, n in zip(axes[0], cfg["ns"]):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        for method, model, prec in keys:
+            rs = [r for r in rows if (r["method"], r["model"], r["precision"], r["n"]) == (method, model, prec, n)]
+            if not rs:
+                continue
+            count = np.sum([r["reliability"]["count"] for r in rs], axis=0)
+            correct = np.sum([r["reliability"]["correct_sum"] for r in rs], axis=0)
+            conf = np.sum([r["reliability"]["conf_sum"] for r in rs], axis=0)
+            keep = count >= 10
+            ece = float(np.mean([r["ece"] for r in rs]))
+            ax.plot(conf[keep] / count[keep], correct[keep] / count[keep], marker="o", ms=3,
+                    label=f"{METHOD_TITLES[(method, model)]} (ECE {ece:.3f})")
+        ax.set_title(f"N = {n} per label, all sets and seeds pooled")
+        ax.set_xlabel("confidence shown (bin mean)")
+        ax.set_ylabel("accuracy in bin")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left")
+    del centres
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def throughput_plot(rows: list[dict], path: Path) -> bool:
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("raw_fp32_per_s", "bulk_fp32_per_s", "raw_bf16_per_s", "bulk_bf16_per_s") if c in rows[0]]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(cols)
+    x = np.arange(len(rows))
+    for i, c in enumerate(cols):
+        ax.bar(x + i * width, [r.get(c, 0) for r in rows], width, label=c.replace("_per_s", "").replace("_", " "))
+    ax.set_xticks(x + 0.4 - width / 2, [f"{r['dataset']} / {r['model']}" for r in rows])
+    ax.set_ylabel("texts / s")
+    ax.set_title("Raw encode vs bulk classify, same texts, same run")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _section_note(name: str, section: dict | None) -> list[str]:
+    status = _status(section)
+    return [] if status == "ok" else [f"*{name}: {status}*", ""]
+
+
+def _target(name: str, goal: str, measured: str, met: bool | None, note: str = "") -> str:
+    verdict = "not measured" if met is None else ("met" if met else "**missed**")
+    return f"| {name} | {goal} | {measured} | {verdict} | {note} |"
+
+
+def write_report(results: dict, out: Path) -> None:
+    out = Path(out)
+    s = results["sections"]
+    m = results["machine"]
+    cfg = results["config"]
+    summary: dict[str, Any] = {}
+    L: list[str] = ["# Benchmarks", "",
+                    f"Generated by `python -m bench{' --quick' if results['mode'] == 'quick' else ''}` "
+                    f"({results['mode']} mode) on {m['date']} in {results.get('wall_seconds', 0) / 60:.1f} min; "
+                    f"machine-readable results in `bench/results.json`.", "",
+                    f"- Machine: {m['cores']} cores, {m['cpu_model']} (flags: {', '.join(m['cpu_flags']) or 'none'}); "
+                    f"load average at start {m['load_average_at_start']}",
+                    f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+                    f"- Git commit: {m['git_commit'] or 'unknown'}",
+                    f"- Data: `{cfg['data']}`; seeds {cfg['seeds']}; N = {cfg['ns']} per label; test ≤ {cfg['test_cap']} "
+                    "rows (test shuffled with seed 0, first rows); the same samples and test rows for every row.",
+                    "",
+                    "**Timings are noisy.** This machine was shared with other jobs while the suite ran (see the load "
+                    "average above), so absolute times can be 1.5-3x slower than on an idle machine. Every speed "
+                    "claim below is therefore a ratio measured within the same run and the same process "
+                    "(raw encode vs bulk, fp32 vs bf16), which the shared load affects about equally.", ""]
+
+    # Accuracy
+    L += ["## Accuracy (SetFit few-shot protocol)", ""]
+    for name in ("accuracy", "trained", "setfit"):
+        L += _section_note(name, s.get(name))
+    if s.get("trained", {}).get("settings"):
+        st = s["trained"]["settings"]
+        L += [f"Trained rows: `playground.training.tune_body` (contrastive, CosineSimilarityLoss, max_pairs "
+              f"{st['max_pairs']}, {st['epochs']} epoch, batch {st['batch_size']}) then the product's "
+              "FewShotClassifier head; runs (N, seed): small "
+              f"{cfg['trained_small_runs']}, large {cfg['trained_large_runs'] if cfg['large'] else 'not run'} "
+              f"on {cfg['trained_datasets']} (training is the slow part; a subset of the same seeds).", ""]
+    if s.get("setfit", {}).get("settings"):
+        L += [f"setfit row: setfit {s['setfit'].get('version')} with its TrainingArguments defaults except "
+              f"max_steps = {cfg['setfit_max_steps']} (time cap), small base model, runs {cfg['setfit_runs']} "
+              f"on {cfg['setfit_datasets']}.", ""]
+    lines, summary["accuracy"] = accuracy_tables(results)
+    L += lines + [""]
+
+    # Precision (issue 12)
+    acc_rows = (s.get("accuracy") or {}).get("rows", [])
+    precs = sorted({r["precision"] for r in acc_rows if r["method"] == "instant" and r["model"] == "small"})
+    if len(precs) > 1:
+        L += ["### Accuracy per encoder precision (instant few-shot, small)", "",
+              "| precision | N | " + " | ".join(cfg["precision_datasets"]) + " |",
+              "|---|---|" + "---|" * len(cfg["precision_datasets"])]
+        summary["precision_accuracy"] = {}
+        for p in precs:
+            for n in cfg["ns"]:
+                cells = []
+                for d in cfg["precision_datasets"]:
+                    vals = [r[_metric(d)] for r in acc_rows if (r["method"], r["model"], r["precision"], r["dataset"],
+                                                                r["n"]) == ("instant", "small", p, d, n)]
+                    cells.append(_mean_std(vals))
+                    if vals:
+                        summary["precision_accuracy"].setdefault(p, {}).setdefault(str(n), {})[d] = round(
+                            float(np.mean(vals)) * 100, 2)
+                L.append(f"| {p} | {n} | " + " | ".join(cells) + " |")
+        L.append("")
+
+    # Multi-label
+    ml = s.get("multilabel") or {}
+    L += ["## Multi-label", ""] + _section_note("multilabel", ml)
+    if _ok(ml):
+        L += [f"{ml['dataset']}: {ml['n_train']} training lines, {ml['n_test']} test lines, {ml['labels']} labels "
+              f"(labels on fewer than 2 training lines left out: {', '.join(ml['dropped_labels']) or 'none'}).", "",
+              "| model | micro-F1 | macro-F1 | exact match |", "|---|---|---|---|"]
+        for key, title in (("instant_small", "instant (base small + one-vs-rest head)"),
+                           ("trained_small", f"trained small ({ml['trained_small']['tune_seconds']} s tuning)")):
+            r = ml[key]
+            L.append(f"| {title} | {r['micro_f1'] * 100:.1f} | {r['macro_f1'] * 100:.1f} | {r['exact_match'] * 100:.1f} |")
+        L.append("")
+
+    # Calibration
+    L += ["## Calibration", ""]
+    lines, summary["ece"] = calibration_table(results)
+    L += lines + [""]
+    plot = out.parent / "bench_reliability.png"
+    if reliability_plot(results, plot):
+        L += [f"![reliability diagram]({plot.name})", ""]
+
+    # Latency
+    lat = s.get("latency") or {}
+    L += ["## Latency: the seed example through `classify`", ""] + _section_note("latency", lat)
+    if _ok(lat):
+        L += [f"Cohere's guide example (10 examples, 2 inputs), {cfg['latency_calls']} calls after a warm-up. "
+              "*cached*: the same request again (the fitted-model cache answers; only the classifier runs). "
+              "*uncached*: the fitted-model cache and the embedding cache cleared before each call, so every call "
+              "embeds 12 texts and fits the classifier (what a user editing examples waits for).", "",
+              "| model | precision | cached p50 / p95 ms | uncached p50 / p95 ms | predictions (P(negative)) |",
+              "|---|---|---|---|---|"]
+        for r in lat["rows"]:
+            if "cached" not in r:
+                continue
+            L.append(f"| {r['model']} | {r['precision']} | {r['cached']['p50_ms']:.2f} / {r['cached']['p95_ms']:.2f} | "
+                     f"{r['uncached']['p50_ms']:.1f} / {r['uncached']['p95_ms']:.1f} | "
+                     + ", ".join(f"{p} ({q})" for p, q in zip(r["predictions"], r["p_negative"])) + " |")
+        L.append("")
+        single = [r for r in lat["rows"] if "cached" not in r]
+        if single:
+            r = single[0]
+            L += [f"The same uncached call with **one torch thread** ({r['model']}, {r['precision']}): p50 "
+                  f"{r['uncached']['p50_ms']:.1f} ms, p95 {r['uncached']['p95_ms']:.1f} ms (default: "
+                  f"{lat['rows'][0].get('torch_threads')} threads). When other processes share the cores, torch's "
+                  "spinning worker threads can make small batches many times slower.", ""]
+    cold = s.get("coldstart") or {}
+    L += ["### Cold start (fresh process: import + model load + first result)", ""] + _section_note("coldstart", cold)
+    if _ok(cold):
+        L += ["| model | precision | wall s | import s | model load s | first result s |", "|---|---|---|---|---|---|"]
+        for r in cold["rows"]:
+            if "wall_s" in r:
+                L.append(f"| {r['model']} | {r['precision']} | {r['wall_s']} | {r['import_s']} | {r['load_s']} | "
+                         f"{r['first_result_s']} |")
+            else:
+                L.append(f"| {r['model']} | {r['precision']} | {r.get('status')} | | | |")
+        L += ["", f"Wall includes the interpreter's start; {cold.get('note', '')}.", ""]
+
+    # Throughput
+    tp = s.get("throughput") or {}
+    L += ["## Throughput: bulk classify vs the raw encoder", ""] + _section_note("throughput", tp)
+    if _ok(tp):
+        L += ["`classify_file` on a CSV of test texts (8 examples per label, fitted once), against "
+              "`SentenceTransformer.encode` (batch 64) on the same texts in the same process. "
+              "*overhead* = 1 − bulk fp32 / raw fp32 (what our code adds at equal precision); "
+              "*speed-up* = bulk at bf16 (the `auto` default here) / raw fp32 encode.", "",
+              "| set | model | texts (mean chars) | raw fp32 /s | raw bf16 /s | bulk fp32 /s | bulk bf16 /s | "
+              "overhead | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in tp["rows"]:
+            raw32 = r.get("raw_fp32_per_s")
+            over = 1 - r["bulk_fp32_per_s"] / raw32 if raw32 else None
+            speed = r.get("bulk_bf16_per_s", np.nan) / raw32 if raw32 else None
+            r["overhead"], r["speedup_bulk_bf16_vs_raw_fp32"] = over, speed
+            L.append(f"| {r['dataset']} | {r['model']} | {r['texts']} ({r['mean_chars']:.0f}) | {_fmt(raw32, 0)} | "
+                     f"{_fmt(r.get('raw_bf16_per_s'), 0)} | {_fmt(r['bulk_fp32_per_s'], 0)} | "
+                     f"{_fmt(r.get('bulk_bf16_per_s'), 0)} | {_fmt(over * 100 if over is not None else None)} % | "
+                     f"{_fmt(speed, 2)}x |")
+        L.append("")
+        if throughput_plot(tp["rows"], out.parent / "bench_throughput.png"):
+            L += ["![throughput](bench_throughput.png)", ""]
+
+    # Training time
+    tt = s.get("training_time") or {}
+    L += ["## Training time (custom models, `playground.training.train`)", ""] + _section_note("training_time", tt)
+    if _ok(tt):
+        L += [f"The user's path: `train(examples, name, base_model=...)` into a temporary folder (tuning, head, "
+              f"validation scoring on a 20 % split, baseline, save). Tuning is capped at max_pairs pairs, so the "
+              "steps are the same at every size; larger sets cost more embedding and head fitting. Validation "
+              f"accuracies on 8 rows (40 examples) are noise. Samples of {cfg['training_dataset']}.", "",
+              "| model | examples | wall s | tuning s | steps (pairs) | validation acc. trained / instant (rows) |",
+              "|---|---|---|---|---|---|"]
+        for r in tt["rows"]:
+            if "wall_s" not in r:
+                L.append(f"| {r['model']} | {r['examples']} | {r['status']} | | | |")
+                continue
+            L.append(f"| {r['model']} | {r['examples']} | {r['wall_s']} | {r['tuning_s']} | {r['steps']} ({r['pairs']}) | "
+                     f"{r['validation_accuracy'] * 100:.1f} / {r['baseline_accuracy'] * 100:.1f} ({r.get('validation_n', '?')}) |")
+        L.append("")
+
+    # HTTP
+    h = s.get("http") or {}
+    L += ["## HTTP API (`bench/http_load.py`)", ""] + _section_note("http", h)
+    if _ok(h):
+        L += [f"{h['clients']} clients for {h.get('load_seconds', h['seconds'])} s on 127.0.0.1, the seed request: **{h['requests_per_s']} "
+              f"requests/s**, p50 {h['latency_ms']['p50']} ms, p95 {h['latency_ms']['p95']} ms, {h['errors']} errors "
+              f"of {h['requests']}; server start {h['server_startup_s']} s; server RSS idle "
+              f"{h['server_rss_mb']['idle_after_start']} MB, peak {h['server_rss_mb']['peak_hwm']} MB.", ""]
+
+    # Memory
+    L += ["## Memory (peak RSS per section, own process)", "", "| section | peak RSS MB | seconds | status |",
+          "|---|---|---|---|"]
+    for name, sec in s.items():
+        L.append(f"| {name} | {sec.get('peak_rss_mb', '–')} | {sec.get('seconds', '–')} | {_status(sec)[:80]} |")
+    L += ["", "Sections that load both models (accuracy, throughput) hold both at once; `latency` with the small "
+          "model only is the closest to serving small; the HTTP row above is the server process itself.", ""]
+
+    # Targets
+    L += ["## Targets", "", "| target | goal | measured | verdict | what limits it |", "|---|---|---|---|---|"]
+    L += _targets(results, summary)
+    L.append("")
+    results["summary"] = summary
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(L) + "\n", encoding="utf-8")
+
+
+def _targets(results: dict, summary: dict) -> list[str]:
+    s = results["sections"]
+    out = []
+    acc = summary.get("accuracy", {})
+    trained = acc.get("trained/small/fp32", {}).get("8", {})
+    trained_l = acc.get("trained/large/fp32", {}).get("8", {})
+    instant = acc.get(f"instant/small/{_default_precision(results)}", {}).get("8", {})
+    for d, goal in (("cr", 88.5), ("emotion", 48.8), ("ag_news", 82.9)):
+        for label, src in (("small", trained), ("large", trained_l)):
+            if d in src:
+                out.append(_target(f"trained {label}, N=8, {d}", f"≥ {goal}", f"{src[d]:.1f}", src[d] >= goal,
+                                   "" if src[d] >= goal else f"{goal - src[d]:.1f} points short; SetFit's paper number "
+                                   "is MPNet with 20 pair iterations per example, ours caps pairs at the default "
+                                   "max_pairs for a one-minute training"))
+    for d in ("cr", "emotion", "ag_news"):
+        if d in trained and d in instant:
+            gap = trained[d] - instant[d]
+            out.append(_target(f"instant within 5 of trained, {d}, N=8", "gap ≤ 5", f"{gap:.1f}", gap <= 5))
+    ece = summary.get("ece", {}).get(f"instant/small/{_default_precision(results)}", {}).get("64")
+    if ece is not None:
+        out.append(_target("ECE default classifier N=64 (small)", "≤ 0.05", f"{ece:.3f}", ece <= 0.05))
+    ece_l = summary.get("ece", {}).get(f"instant/large/{_default_precision(results)}", {}).get("64")
+    if ece_l is not None:
+        out.append(_target("ECE default classifier N=64 (large)", "≤ 0.05", f"{ece_l:.3f}", ece_l <= 0.05))
+    for r in (s.get("latency") or {}).get("rows", []):
+        if r["precision"] != _default_precision(results) or "cached" not in r:
+            continue
+        goal = 20 if r["model"] == "small" else 80
+        for kind in ("cached", "uncached"):
+            p50 = r[kind]["p50_ms"]
+            out.append(_target(f"seed warm p50, {r['model']}, {kind}", f"≤ {goal} ms", f"{p50:.2f} ms", p50 <= goal,
+                               "" if p50 <= goal else f"{p50 - goal:.1f} ms over: the fit (6 logistic-regression fits "
+                               "for the out-of-fold temperature) and embedding 12 texts; shared CPU"))
+    for r in (s.get("throughput") or {}).get("rows", []):
+        if r["model"] != "small":
+            continue
+        bulk = r.get("bulk_bf16_per_s") or r["bulk_fp32_per_s"]
+        out.append(_target(f"bulk small texts/s ({r['dataset']})", "≥ 1,000", f"{bulk:.0f}", bulk >= 1000,
+                           "" if bulk >= 1000 else "the encoder itself: raw fp32 encode is "
+                           f"{r['raw_fp32_per_s']:.0f}/s on this shared 2-core CPU"))
+        if r.get("overhead") is not None:
+            out.append(_target(f"overhead over raw encode, fp32 ({r['dataset']})", "≤ 10 %", f"{r['overhead'] * 100:.1f} %",
+                               r["overhead"] <= 0.10))
+        if r.get("speedup_bulk_bf16_vs_raw_fp32"):
+            sp = r["speedup_bulk_bf16_vs_raw_fp32"]
+            out.append(_target(f"bulk (auto) vs raw fp32 encode ({r['dataset']})", "≥ 1.8x", f"{sp:.2f}x", sp >= 1.8))
+    pa = summary.get("precision_accuracy", {})
+    if "fp32" in pa and "bf16" in pa:
+        diffs = [abs(pa["bf16"][n][d] - pa["fp32"][n][d]) for n in pa["fp32"] for d in pa["fp32"][n] if d in pa["bf16"].get(n, {})]
+        if diffs:
+            out.append(_target("bf16 accuracy vs fp32", "within 0.3 point", f"max difference {max(diffs):.2f} points", max(diffs) <= 0.3))
+    for r in (s.get("training_time") or {}).get("rows", []):
+        if r["model"] == "small" and r["examples"] == 200 and "wall_s" in r:
+            out.append(_target("training 200 examples, small", "≤ 60 s", f"{r['wall_s']} s", r["wall_s"] <= 60))
+    h = s.get("http") or {}
+    lat_rss = (s.get("latency") or {}).get("peak_rss_mb")
+    if _ok(h):
+        peak = h["server_rss_mb"]["peak_hwm"]
+        out.append(_target("RSS serving small (HTTP server peak)", "≤ 600 MB", f"{peak} MB", peak <= 600))
+    elif lat_rss:
+        out.append(_target("RSS serving small (latency process peak)", "≤ 600 MB", f"{lat_rss} MB", None,
+                           "proxy: the latency section loads small and large when both are measured"))
+    return out

@@ -1,0 +1,513 @@
+"""The benchmark's sections; each runs in its own process so its peak RSS is its own.
+
+    python -m bench.sections <section> <config.json> <out.json>
+
+Every section returns a JSON-safe dict; ``peak_rss_mb`` (VmHWM of the section's process) is
+added by ``main``. Models load through the product's own code (``get_encoder``, ``classify``,
+``classify_file``, ``playground.training``) so the numbers are the product's, not a twin's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .common import (
+    ROOT,
+    Timer,
+    load_single_label,
+    peak_rss_mb,
+    percentiles,
+    python_env,
+    run_python,
+    sample_per_label,
+    scores,
+    write_json,
+)
+
+SECTIONS: dict[str, Callable[[dict], dict]] = {}
+_PARTIAL: Path | None = None
+
+
+def _checkpoint(result: dict) -> None:
+    """Save what a long section has so far; the runner reads it if the section times out."""
+    if _PARTIAL is not None:
+        write_json(_PARTIAL, {**result, "status": "partial: the section timed out; rows so far",
+                              "peak_rss_mb": peak_rss_mb()})
+
+
+def section(name: str):
+    def wrap(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        SECTIONS[name] = fn
+        return fn
+    return wrap
+
+
+def _precisions() -> list[str]:
+    """fp32 always; bf16 only where the CPU has it (the engine's ``auto`` picks it there)."""
+    from playground.embeddings import bf16_supported
+
+    return ["fp32", "bf16"] if bf16_supported() else ["fp32"]
+
+
+def _sets(cfg: dict, names: list[str]):
+    for name in names:
+        yield load_single_label(cfg["data"], name, cfg["test_cap"])
+
+
+def _embed_all(encoder, texts: list[str]) -> tuple[dict[str, np.ndarray], float]:
+    unique = sorted(set(texts))
+    with Timer() as t:
+        vectors = encoder.embed(unique, batch_size=64)
+    encoder._cache.clear()  # the bench holds its own copy; keep the encoder's LRU from growing past its cap
+    return dict(zip(unique, vectors)), t.seconds
+
+
+QUICK_MAX_TRAIN = 1500
+"""--quick leaves out samples larger than this (banking77 at N = 64: 4,900 texts to embed)."""
+
+
+def _train_indices(ds, cfg: dict) -> dict[tuple[int, int], np.ndarray]:
+    out = {(n, seed): sample_per_label(ds.train_labels, n, seed) for n in cfg["ns"] for seed in cfg["seeds"]}
+    if cfg["quick"]:
+        out = {k: v for k, v in out.items() if len(v) <= QUICK_MAX_TRAIN}
+    return out
+
+
+def _threads_for_busy_machine() -> int:
+    """One torch thread when the machine is already busy, for sections whose speed is not measured.
+
+    Measured here: with 2 threads on 2 cores shared with other jobs, embedding 12 short texts
+    took 1.4 s against 0.1 s with one thread (spinning OpenMP workers). Timed sections keep
+    torch's default so they measure what users get.
+    """
+    import torch
+
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+def _row(method: str, model: str, precision: str, ds, n: int, seed: int, classes, proba, fit_s: float,
+         **extra: Any) -> dict:
+    return {"method": method, "model": model, "precision": precision, "dataset": ds.name, "n": n, "seed": seed,
+            **scores(ds.test_labels, classes, proba), "fit_ms": round(fit_s * 1000, 1), **extra}
+
+
+# ----------------------------------------------------------------------------------------------
+# Accuracy: instant few-shot (per model and precision) and the TF-IDF floor
+
+
+@section("accuracy")
+def accuracy(cfg: dict) -> dict:
+    """Instant few-shot (FewShotClassifier on the engine's embeddings) and TF-IDF + LR, every seed and N."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from playground.classifier import FewShotClassifier
+    from playground.embeddings import get_encoder, resolve_precision
+
+    threads = _threads_for_busy_machine()
+    default = resolve_precision("auto")
+    plans = [("small", p) for p in _precisions()]
+    if cfg["large"]:
+        plans.append(("large", default))
+    rows, embed_stats = [], []
+    for ds in _sets(cfg, cfg["datasets"]):
+        samples = _train_indices(ds, cfg)
+        needed = set(ds.test_texts)
+        for idx in samples.values():
+            needed.update(ds.train_texts[i] for i in idx)
+        for model, precision in plans:
+            if precision != default and ds.name not in cfg["precision_datasets"]:
+                continue
+            if model == "large" and ds.name not in cfg["large_datasets"]:
+                continue
+            encoder = get_encoder(model, precision=precision)
+            vectors, seconds = _embed_all(encoder, sorted(needed))
+            embed_stats.append({"dataset": ds.name, "model": model, "precision": precision, "texts": len(vectors),
+                                "seconds": round(seconds, 2), "texts_per_s": round(len(vectors) / seconds, 1)})
+            X_test = np.stack([vectors[t] for t in ds.test_texts])
+            for (n, seed), idx in samples.items():
+                X = np.stack([vectors[ds.train_texts[i]] for i in idx])
+                y = [ds.train_labels[i] for i in idx]
+                with Timer() as t:
+                    clf = FewShotClassifier().fit(X, y)
+                rows.append(_row("instant", model, precision, ds, n, seed, clf.classes_, clf.predict_proba(X_test),
+                                 t.seconds, temperature=round(clf.temperature_, 3), n_train=len(idx)))
+        for (n, seed), idx in samples.items():
+            texts = [ds.train_texts[i] for i in idx]
+            y = [ds.train_labels[i] for i in idx]
+            with Timer() as t:
+                vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
+                lr = LogisticRegression(C=10.0, max_iter=2000).fit(vec.fit_transform(texts), y)
+            rows.append(_row("tfidf", "-", "-", ds, n, seed, lr.classes_, lr.predict_proba(vec.transform(ds.test_texts)),
+                             t.seconds, n_train=len(idx)))
+        _checkpoint({"rows": rows, "embedding": embed_stats, "default_precision": default, "torch_threads": threads})
+    return {"rows": rows, "embedding": embed_stats, "default_precision": default, "torch_threads": threads}
+
+
+# ----------------------------------------------------------------------------------------------
+# Trained custom models (playground.training's SetFit-style tuning + the product's head)
+
+
+def _training_data(texts: list[str], labels: list[str]):
+    from playground.training import TrainingData
+    from playground.validation import Example
+
+    return TrainingData([Example(t, l) for t, l in zip(texts, labels)], [f"examples[{i}]" for i in range(len(texts))],
+                        False)
+
+
+def _settings(cfg: dict):
+    from playground.training import TrainingSettings
+
+    return TrainingSettings(max_pairs=cfg["max_pairs"]) if cfg.get("max_pairs") else TrainingSettings()
+
+
+@section("trained")
+def trained(cfg: dict) -> dict:
+    """Contrastive tuning via ``tune_body`` (nothing saved), then the product's head on the tuned embeddings."""
+    try:
+        from playground.training import embed_with, fit_head, tune_body
+    except ImportError as exc:
+        return {"status": f"not run: playground.training is not importable ({exc})", "rows": []}
+    threads = _threads_for_busy_machine()
+    settings = _settings(cfg)
+    plans = [("small", n, s) for n, s in cfg["trained_small_runs"]]
+    if cfg["large"]:
+        plans += [("large", n, s) for n, s in cfg["trained_large_runs"]]
+    # N = 8, seed 0 first for every set and model (the targets), then the other runs; a section cut
+    # short by its timeout keeps what it finished (see _checkpoint).
+    plans.sort(key=lambda p: (p[1], p[2], p[0] == "large"))
+    sets = list(_sets(cfg, cfg["trained_datasets"]))
+    rows = []
+    for model, n, seed in plans:
+        for ds in sets:
+            idx = sample_per_label(ds.train_labels, n, seed)
+            data = _training_data([ds.train_texts[i] for i in idx], [ds.train_labels[i] for i in idx])
+            with Timer() as tune:
+                body = tune_body(data, model, settings)
+            with Timer() as head_t:
+                head = fit_head(data, embed_with(body, [e.text for e in data.examples]))
+            proba = head.predict_proba(embed_with(body, ds.test_texts))
+            rows.append(_row("trained", model, "fp32", ds, n, seed, head.classes_, proba, head_t.seconds,
+                             tune_seconds=round(tune.seconds, 1), n_train=len(idx)))
+            del body
+            _checkpoint({"rows": rows, "settings": settings.to_dict(), "torch_threads": threads})
+    return {"rows": rows, "settings": settings.to_dict(), "torch_threads": threads}
+
+
+# ----------------------------------------------------------------------------------------------
+# The setfit library, its defaults, on the same small base model
+
+
+@section("setfit")
+def setfit_peer(cfg: dict) -> dict:
+    try:
+        import setfit
+        from datasets import Dataset
+        from setfit import SetFitModel, Trainer, TrainingArguments
+    except Exception as exc:  # noqa: BLE001 - any import failure means the row is not run; say why
+        return {"status": f"not run: setfit does not import with our pins ({type(exc).__name__}: {exc})", "rows": []}
+    from playground.embeddings import model_path
+
+    threads = _threads_for_busy_machine()
+    rows = []
+    for ds in _sets(cfg, cfg["setfit_datasets"]):
+        for n, seed in cfg["setfit_runs"]:
+            idx = sample_per_label(ds.train_labels, n, seed)
+            train = Dataset.from_dict({"text": [ds.train_texts[i] for i in idx],
+                                       "label": [ds.train_labels[i] for i in idx]})
+            with tempfile.TemporaryDirectory(prefix="bench-setfit-") as out:
+                model = SetFitModel.from_pretrained(str(model_path("small")), local_files_only=True)
+                args = TrainingArguments(output_dir=out, save_strategy="no", report_to="none", seed=seed,
+                                         max_steps=cfg["setfit_max_steps"], show_progress_bar=False)
+                trainer = Trainer(model=model, args=args, train_dataset=train)
+                with Timer() as t:
+                    trainer.train()
+                proba = np.asarray(model.predict_proba(ds.test_texts, show_progress_bar=False), dtype=float)
+            classes = np.asarray(model.model_head.classes_)
+            rows.append(_row("setfit", "small", "fp32", ds, n, seed, classes, proba, 0.0,
+                             tune_seconds=round(t.seconds, 1), n_train=len(idx)))
+            _checkpoint({"rows": rows, "version": setfit.__version__})
+    return {"rows": rows, "version": setfit.__version__, "torch_threads": threads,
+            "settings": {"defaults": "setfit 1.2.0 TrainingArguments defaults", "max_steps": cfg["setfit_max_steps"]}}
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-label: goemotions, trained vs instant, micro / macro F1
+
+
+@section("multilabel")
+def multilabel(cfg: dict) -> dict:
+    from playground.data import read_multilabel_jsonl
+    from playground.embeddings import get_encoder
+
+    if not cfg["multilabel_dataset"]:
+        return {"status": f"not run: no <set>/train.jsonl in {cfg['data']}"}
+    folder = Path(cfg["data"]) / cfg["multilabel_dataset"]
+    try:
+        from playground.training import MultiLabelHead, TrainingData, embed_with, indicator, multi_label_metrics, tune_body
+    except ImportError as exc:
+        return {"status": f"not run: playground.training is not importable ({exc})"}
+    _threads_for_busy_machine()
+    train_all = read_multilabel_jsonl(folder / "train.jsonl")
+    test = read_multilabel_jsonl(folder / "test.jsonl")
+    train = [train_all[i] for i in np.random.default_rng(0).permutation(len(train_all))[:cfg["multilabel_train"]]]
+    test = [test[i] for i in np.random.default_rng(0).permutation(len(test))[:cfg["test_cap"]]]
+    counts: dict[str, int] = {}
+    for ex in train:
+        for label in ex.labels:
+            counts[label] = counts.get(label, 0) + 1
+    labels = sorted(k for k, v in counts.items() if 2 <= v < len(train))
+    dropped = sorted(set(counts) - set(labels))
+    data = TrainingData(train, [f"line {i}" for i in range(len(train))], True)
+    Y_train, Y_test = indicator(train, labels), indicator(test, labels)
+    out: dict[str, Any] = {"dataset": folder.name, "n_train": len(train), "n_test": len(test), "labels": len(labels), "dropped_labels": dropped}
+    base = get_encoder("small")
+    head = MultiLabelHead(labels=labels).fit(base.embed([e.text for e in train]), Y_train)
+    m = multi_label_metrics(Y_test, head.predict(base.embed([e.text for e in test])), labels)
+    out["instant_small"] = {k: m[k] for k in ("micro_f1", "macro_f1", "exact_match", "hamming_loss")}
+    with Timer() as t:
+        body = tune_body(data, "small", _settings(cfg))
+    head = MultiLabelHead(labels=labels).fit(embed_with(body, [e.text for e in train]), Y_train)
+    m = multi_label_metrics(Y_test, head.predict(embed_with(body, [e.text for e in test])), labels)
+    out["trained_small"] = {**{k: m[k] for k in ("micro_f1", "macro_f1", "exact_match", "hamming_loss")},
+                            "tune_seconds": round(t.seconds, 1)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Latency of the seed example through classify()
+
+
+@section("latency")
+def latency(cfg: dict) -> dict:
+    """Warm p50/p95 of the guide's example: fitted-model cache hit, and cleared (fit + embed each call)."""
+    import torch
+
+    from playground import classify
+    from playground import engine
+    from playground.embeddings import get_encoder
+    from playground.presets import load_preset
+
+    seed = load_preset("review-sentiment")
+    examples, inputs = list(seed.examples), list(seed.inputs)
+    out = []
+    for model in cfg["latency_models"]:
+        for precision in _precisions():
+            encoder = get_encoder(model, precision=precision)
+            first = classify(inputs, examples, model, precision=precision)
+            cached = []
+            for _ in range(cfg["latency_calls"]):
+                with Timer() as t:
+                    classify(inputs, examples, model, precision=precision)
+                cached.append(t.seconds)
+            uncached = []
+            for _ in range(cfg["latency_calls"]):
+                with engine._FITTED_LOCK:
+                    engine._FITTED.clear()
+                encoder._cache.clear()
+                with Timer() as t:
+                    classify(inputs, examples, model, precision=precision)
+                uncached.append(t.seconds)
+            out.append({"model": model, "precision": precision, "cached": percentiles(cached),
+                        "uncached": percentiles(uncached), "torch_threads": torch.get_num_threads(),
+                        "predictions": [r.prediction for r in first],
+                        "p_negative": [round(r.labels["negative"], 3) for r in first]})
+    # The same uncached call with one torch thread: on a shared machine, torch's spinning worker
+    # threads can cost more than they give (the report shows both).
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+        try:
+            model, precision = cfg["latency_models"][0], _precisions()[-1]
+            encoder = get_encoder(model, precision=precision)
+            single = []
+            for _ in range(cfg["latency_calls"]):
+                with engine._FITTED_LOCK:
+                    engine._FITTED.clear()
+                encoder._cache.clear()
+                with Timer() as t:
+                    classify(inputs, examples, model, precision=precision)
+                single.append(t.seconds)
+            out.append({"model": model, "precision": precision, "torch_threads": 1, "uncached": percentiles(single)})
+        finally:
+            torch.set_num_threads(threads)
+    return {"rows": out}
+
+
+COLD_START = """
+import json, time
+t0 = time.perf_counter()
+from playground import classify
+from playground.presets import load_preset
+t1 = time.perf_counter()
+seed = load_preset("review-sentiment")
+from playground.embeddings import get_encoder
+get_encoder({model!r}, precision={precision!r})
+t2 = time.perf_counter()
+r = classify(list(seed.inputs), list(seed.examples), {model!r}, precision={precision!r})
+t3 = time.perf_counter()
+print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1, "first_result_s": t3 - t2,
+                  "predictions": [x.prediction for x in r]}}))
+"""
+
+
+@section("coldstart")
+def coldstart(cfg: dict) -> dict:
+    """Fresh interpreter each time: import + model load + first result (wall time seen from outside)."""
+    plans = [(m, p) for m in cfg["latency_models"] for p in _precisions()]
+    out = []
+    for model, precision in plans:
+        t0 = time.perf_counter()
+        proc = run_python(["-c", COLD_START.format(model=model, precision=precision)], timeout=600)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            out.append({"model": model, "precision": precision, "status": f"failed: {proc.stderr[-500:]}"})
+            continue
+        inner = json.loads(proc.stdout.strip().splitlines()[-1])
+        out.append({"model": model, "precision": precision, "wall_s": round(wall, 2),
+                    **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in inner.items()}})
+    return {"rows": out, "note": "the large model's one-time unzip is not included (already cached)"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Throughput: raw encode fp32 / bf16 against bulk classify_file, same texts, same run
+
+
+@section("throughput")
+def throughput(cfg: dict) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from playground import engine
+    from playground.bulk import classify_file
+    from playground.embeddings import get_encoder, model_path
+
+    out = []
+    for name in cfg["throughput_datasets"]:
+        ds = load_single_label(cfg["data"], name, 10**9)
+        idx = sample_per_label(ds.train_labels, 8, 0)
+        examples = [(ds.train_texts[i], ds.train_labels[i]) for i in idx]
+        for model in cfg["throughput_models"]:
+            n = cfg["throughput_texts"] if model == "small" else cfg["throughput_texts_large"]
+            texts = ds.test_texts[:n]
+            row: dict[str, Any] = {"dataset": name, "model": model, "texts": len(texts),
+                                   "mean_chars": round(float(np.mean([len(t) for t in texts])), 1)}
+            with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
+                src = Path(tmp) / "texts.csv"
+                with src.open("w", newline="", encoding="utf-8") as f:
+                    w = csv.writer(f)
+                    w.writerow(["text"])
+                    w.writerows([t] for t in texts)
+                for precision in _precisions():
+                    kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+                    raw = SentenceTransformer(str(model_path(model)), device="cpu", model_kwargs=kwargs,
+                                              local_files_only=True)
+                    raw.encode(texts[:64], batch_size=64, show_progress_bar=False)  # warm-up
+                    with Timer() as t, torch.inference_mode():
+                        raw.encode(texts, batch_size=64, show_progress_bar=False)
+                    row[f"raw_{precision}_per_s"] = round(len(texts) / t.seconds, 1)
+                    del raw
+                    encoder = get_encoder(model, precision=precision)
+                    encoder.embed(["warm up"])
+                    encoder._cache.clear()
+                    with engine._FITTED_LOCK:
+                        engine._FITTED.clear()
+                    with Timer() as t:
+                        result = classify_file(src, Path(tmp) / f"out-{precision}.csv", examples=examples,
+                                               model=model, precision=precision)
+                    row[f"bulk_{precision}_per_s"] = round(len(texts) / t.seconds, 1)
+                    row[f"bulk_{precision}_rows"] = getattr(result, "rows", None) or getattr(result, "n_rows", None)
+                    encoder._cache.clear()
+            out.append(row)
+    return {"rows": out}
+
+
+# ----------------------------------------------------------------------------------------------
+# Training time through the user's path: playground.training.train into a temporary folder
+
+
+@section("training_time")
+def training_time(cfg: dict) -> dict:
+    try:
+        from playground.training import train
+    except ImportError as exc:
+        return {"status": f"not run: playground.training is not importable ({exc})", "rows": []}
+    ds = load_single_label(cfg["data"], cfg["training_dataset"], cfg["test_cap"])
+    labels = sorted(set(ds.train_labels))
+    rows = []
+    for model, size in cfg["training_sizes"]:
+        if model == "large" and not cfg["large"]:
+            continue
+        if size > len(ds.train_texts):
+            rows.append({"model": model, "examples": size, "dataset": ds.name,
+                         "status": f"not run: {ds.name} has only {len(ds.train_texts)} training rows"})
+            continue
+        per = -(-size // len(labels))
+        idx = np.random.default_rng(7).permutation(sample_per_label(ds.train_labels, per, 7))[:size]
+        examples = [(ds.train_texts[i], ds.train_labels[i]) for i in idx]
+        with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+            with Timer() as t:
+                info = train(examples, f"bench-{model}-{size}", base_model=model, settings=_settings(cfg),
+                             directory=Path(tmp))
+        metrics = info.metrics
+        rows.append({"model": model, "examples": len(examples), "dataset": ds.name, "wall_s": round(t.seconds, 1),
+                     "tuning_s": metrics.get("tuning_seconds"), "steps": metrics.get("steps"),
+                     "pairs": metrics.get("n_pairs"),
+                     "validation_accuracy": round(metrics["trained"]["accuracy"], 3),
+                     "baseline_accuracy": round(metrics["baseline"]["accuracy"], 3),
+                     "validation_n": metrics["validation"]["n"]})
+        _checkpoint({"rows": rows, "settings": _settings(cfg).to_dict()})
+    return {"rows": rows, "settings": _settings(cfg).to_dict()}
+
+
+# ----------------------------------------------------------------------------------------------
+# HTTP: bench/http_load.py (4 clients, 20 s on 127.0.0.1)
+
+
+@section("http")
+def http(cfg: dict) -> dict:
+    script = ROOT / "bench" / "http_load.py"
+    if not script.is_file():
+        return {"status": "not run: bench/http_load.py is missing"}
+    proc = run_python([str(script), "--clients", str(cfg["http_clients"]), "--seconds", str(cfg["http_seconds"])],
+                      timeout=cfg["http_seconds"] + 300)
+    if proc.returncode != 0:
+        return {"status": f"failed: {(proc.stderr or proc.stdout)[-600:]}"}
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result["load_seconds"] = result.pop("seconds")  # "seconds" is the whole section's time
+    return result
+
+
+def main(argv: list[str]) -> int:
+    global _PARTIAL
+    name, config_path, out_path = argv
+    cfg = json.loads(Path(config_path).read_text())
+    _PARTIAL = Path(out_path + ".partial")
+    started = time.perf_counter()
+    try:
+        result = SECTIONS[name](cfg)
+        result.setdefault("status", "ok")
+    except Exception as exc:  # noqa: BLE001 - one failing section is reported, the others still run
+        result = {"status": f"failed: {type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["peak_rss_mb"] = peak_rss_mb()
+    write_json(out_path, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

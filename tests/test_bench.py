@@ -1,0 +1,89 @@
+"""Smoke run of the benchmark harness (`python -m bench --quick`) on a tiny fixture folder, so it never rots.
+
+The slow sections (model training, cold start, HTTP) are skipped here; the suite's own run on
+../shared/data covers them. What runs uses the real small model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import ece, sample_per_label
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "fixtures" / "bench_data"
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_not():
+    conf = [0.8] * 10
+    assert ece(conf, [1] * 8 + [0] * 2) == pytest.approx(0.0)
+    assert ece([0.99] * 10, [1] * 5 + [0] * 5) == pytest.approx(0.49)
+
+
+def test_samples_are_per_label_and_nested_across_n():
+    labels = ["a"] * 20 + ["b"] * 5
+    small, big = sample_per_label(labels, 3, 1), sample_per_label(labels, 10, 1)
+    assert sorted(labels[i] for i in small) == ["a"] * 3 + ["b"] * 3
+    assert sorted(labels[i] for i in big) == ["a"] * 10 + ["b"] * 5  # a label with fewer rows gives all it has
+    assert set(small[:3]) <= set(big[:10])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--data", str(DATA), "--out", str(out / "BENCHMARKS.md"),
+         "--json", str(out / "results.json"), "--skip", "coldstart,training_time,http", "--latency-calls", "5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_every_section(quick_run):
+    out, results = quick_run
+    sections = results["sections"]
+    assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
+                              "multilabel", "setfit"]
+    for name in ("accuracy", "latency", "throughput"):
+        assert sections[name]["status"] == "ok", sections[name]
+        assert 50 < sections[name]["peak_rss_mb"] < 4000
+    for name in ("trained", "setfit", "multilabel", "coldstart", "http"):
+        assert sections[name]["status"].startswith("not run"), sections[name]
+    assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
+    report = (out / "BENCHMARKS.md").read_text()
+    for heading in ("## Accuracy", "## Calibration", "## Latency", "## Throughput", "## Memory", "## Targets",
+                    "reviews", "topics"):
+        assert heading in report
+    assert (out / "bench_reliability.png").stat().st_size > 1000
+
+
+def test_quick_run_numbers_are_sane(quick_run):
+    _, results = quick_run
+    rows = results["sections"]["accuracy"]["rows"]
+    combos = {(r["method"], r["dataset"], r["n"]) for r in rows}
+    for method in ("instant", "tfidf"):
+        for ds in ("reviews", "topics"):
+            for n in (8, 64):
+                assert (method, ds, n) in combos
+    for r in rows:
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["ece"] <= 1.0
+        assert sum(r["reliability"]["count"]) == 20  # every test row lands in one bin
+    instant = [r["accuracy"] for r in rows if r["method"] == "instant" and r["dataset"] == "reviews"]
+    assert min(instant) >= 0.7  # the fixture is easy: an encoder that classifies at all gets this
+    latency = results["sections"]["latency"]["rows"]
+    assert {r["precision"] for r in latency if "cached" in r} >= {"fp32"}
+    for lat in latency:
+        assert lat["uncached"]["p50_ms"] > 0 and lat["uncached"]["n"] == 5
+        if "cached" in lat:  # the extra one-thread row has only the uncached figure
+            assert lat["predictions"] == ["negative", "negative"]
+            assert 0 < lat["cached"]["p50_ms"] <= lat["uncached"]["p50_ms"]
+    for tp in results["sections"]["throughput"]["rows"]:
+        assert tp["texts"] == 20 and tp["raw_fp32_per_s"] > 0 and tp["bulk_fp32_per_s"] > 0
+        assert tp["bulk_fp32_rows"] == 20
