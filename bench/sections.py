@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,6 @@ from .common import (
     load_single_label,
     peak_rss_mb,
     percentiles,
-    python_env,
     run_python,
     sample_per_label,
     scores,
@@ -304,26 +302,31 @@ def latency(cfg: dict) -> dict:
 
     seed = load_preset("review-sentiment")
     examples, inputs = list(seed.examples), list(seed.inputs)
+
+    def time_uncached(model: str, precision: str) -> list[float]:
+        """Each call with both caches emptied: embed 12 texts and fit, what an edit of the examples costs."""
+        encoder = get_encoder(model, precision=precision)
+        seconds = []
+        for _ in range(cfg["latency_calls"]):
+            with engine._FITTED_LOCK:
+                engine._FITTED.clear()
+            encoder._cache.clear()
+            with Timer() as t:
+                classify(inputs, examples, model, precision=precision)
+            seconds.append(t.seconds)
+        return seconds
+
     out = []
     for model in cfg["latency_models"]:
         for precision in _precisions():
-            encoder = get_encoder(model, precision=precision)
             first = classify(inputs, examples, model, precision=precision)
             cached = []
             for _ in range(cfg["latency_calls"]):
                 with Timer() as t:
                     classify(inputs, examples, model, precision=precision)
                 cached.append(t.seconds)
-            uncached = []
-            for _ in range(cfg["latency_calls"]):
-                with engine._FITTED_LOCK:
-                    engine._FITTED.clear()
-                encoder._cache.clear()
-                with Timer() as t:
-                    classify(inputs, examples, model, precision=precision)
-                uncached.append(t.seconds)
             out.append({"model": model, "precision": precision, "cached": percentiles(cached),
-                        "uncached": percentiles(uncached), "torch_threads": torch.get_num_threads(),
+                        "uncached": percentiles(time_uncached(model, precision)), "torch_threads": torch.get_num_threads(),
                         "predictions": [r.prediction for r in first],
                         "p_negative": [round(r.labels["negative"], 3) for r in first]})
     # The same uncached call with one torch thread: on a shared machine, torch's spinning worker
@@ -333,16 +336,8 @@ def latency(cfg: dict) -> dict:
         torch.set_num_threads(1)
         try:
             model, precision = cfg["latency_models"][0], _precisions()[-1]
-            encoder = get_encoder(model, precision=precision)
-            single = []
-            for _ in range(cfg["latency_calls"]):
-                with engine._FITTED_LOCK:
-                    engine._FITTED.clear()
-                encoder._cache.clear()
-                with Timer() as t:
-                    classify(inputs, examples, model, precision=precision)
-                single.append(t.seconds)
-            out.append({"model": model, "precision": precision, "torch_threads": 1, "uncached": percentiles(single)})
+            out.append({"model": model, "precision": precision, "torch_threads": 1,
+                        "uncached": percentiles(time_uncached(model, precision))})
         finally:
             torch.set_num_threads(threads)
     return {"rows": out}
