@@ -67,7 +67,7 @@ def _embed_all(encoder, texts: list[str]) -> tuple[dict[str, np.ndarray], float]
     unique = sorted(set(texts))
     with Timer() as t:
         vectors = encoder.embed(unique, batch_size=64)
-    encoder._cache.clear()  # the bench holds its own copy; keep the encoder's LRU from growing past its cap
+    encoder.clear_cache()  # the bench holds its own copy; keep the encoder's LRU from growing past its cap
     return dict(zip(unique, vectors)), t.seconds
 
 
@@ -308,9 +308,8 @@ def latency(cfg: dict) -> dict:
         encoder = get_encoder(model, precision=precision)
         seconds = []
         for _ in range(cfg["latency_calls"]):
-            with engine._FITTED_LOCK:
-                engine._FITTED.clear()
-            encoder._cache.clear()
+            engine.clear_fitted()
+            encoder.clear_cache()
             with Timer() as t:
                 classify(inputs, examples, model, precision=precision)
             seconds.append(t.seconds)
@@ -418,15 +417,14 @@ def throughput(cfg: dict) -> dict:
                     del raw
                     encoder = get_encoder(model, precision=precision)
                     encoder.embed(["warm up"])
-                    encoder._cache.clear()
-                    with engine._FITTED_LOCK:
-                        engine._FITTED.clear()
+                    encoder.clear_cache()
+                    engine.clear_fitted()
                     with Timer() as t:
                         result = classify_file(src, Path(tmp) / f"out-{precision}.csv", examples=examples,
                                                model=model, precision=precision)
                     row[f"bulk_{precision}_per_s"] = round(len(texts) / t.seconds, 1)
                     row[f"bulk_{precision}_rows"] = getattr(result, "rows", None) or getattr(result, "n_rows", None)
-                    encoder._cache.clear()
+                    encoder.clear_cache()
             out.append(row)
     return {"rows": out}
 

@@ -258,6 +258,11 @@ class Encoder:
         return out
 
 
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (benchmarks that time encoding, tests that compare fresh ones)."""
+        with self._lock:
+            self._cache.clear()
+
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Normalise in float32 whatever the weights' precision: a bf16 norm alone costs 0.002 cosine."""
         import torch

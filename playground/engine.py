@@ -148,6 +148,12 @@ def fit_few_shot(examples: Iterable[ExampleLike], model: str = "small", *, trunc
     return fitted
 
 
+def clear_fitted() -> None:
+    """Forget every fitted few-shot model, so the next ``classify`` fits again (for timing the fit)."""
+    with _FITTED_LOCK:
+        _FITTED.clear()
+
+
 @overload
 def classify(inputs: str, examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
              truncate: str = ..., precision: str = ..., max_inputs: int | None = ...) -> Classification: ...

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -69,8 +69,7 @@ class LabelMetrics:
     support: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "precision": self.precision, "recall": self.recall, "f1": self.f1,
-                "support": self.support}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,7 @@ class FlaggedExample:
     correct: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "text": self.text, "label": self.label, "predicted": self.predicted,
-                "confidence": self.confidence, "label_confidence": self.label_confidence, "correct": self.correct}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -109,9 +107,7 @@ class NearDuplicate:
     similarity: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"first": self.first, "second": self.second, "first_text": self.first_text,
-                "second_text": self.second_text, "first_label": self.first_label,
-                "second_label": self.second_label, "similarity": self.similarity}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -129,8 +125,7 @@ class LearningCurvePoint:
     repeats: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"per_label": self.per_label, "accuracy": self.accuracy, "std": self.std,
-                "n_train": self.n_train, "repeats": self.repeats}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

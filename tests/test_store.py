@@ -179,7 +179,7 @@ def test_reload_in_a_fresh_process_gives_identical_predictions(models_root):
     here = {}
     for name, batch in (("tickets", texts), ("topics", multi)):
         model = load_model(name, directory=models_root, precision="fp32")
-        model.encoder._cache.clear()
+        model.encoder.clear_cache()
         here[name] = [r.to_dict() for r in model.classify(batch)]
     code = (
         "import json, sys\n"
