@@ -2,6 +2,8 @@
 
     python -m bench                           # full (about 30 min on 2 cores), data from ../shared/data
     python -m bench --quick                   # about 3 min: 1 seed, small model, test capped at 500
+    python -m bench --extended --skip accuracy,latency,coldstart,throughput,http \
+        --out docs/BENCHMARKS-trained.md --json bench/results-trained.json   # every large training (~1 h)
     python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
 
 Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
@@ -29,7 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
                    help="folder of <set>/train.csv,test.csv (and goemotions/*.jsonl); default ../shared/data")
-    p.add_argument("--quick", action="store_true", help="about 3 minutes: 1 seed, small model only, smaller caps")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="about 3 minutes: 1 seed, small model only, smaller caps")
+    mode.add_argument("--extended", action="store_true",
+                      help="the full plan plus every large training and setfit on three sets (about an hour; no budget)")
     p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"), help="the Markdown report")
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="machine-readable results")
     p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTION_ORDER)}")
@@ -56,15 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--skip names unknown sections {unknown}; choose from {', '.join(SECTION_ORDER)}", file=sys.stderr)
         return 2
     cfg = Config.make(str(data), quick=args.quick, skip=skip, max_pairs=args.max_pairs,
-                      latency_calls=args.latency_calls)
+                      latency_calls=args.latency_calls, extended=args.extended)
     if args.datasets:
         wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
         missing = sorted(set(wanted) - set(cfg.datasets))
         if missing:
             print(f"--datasets names sets not in {data}: {missing}; found {cfg.datasets}", file=sys.stderr)
             return 2
-        for name in ("datasets", "large_datasets", "precision_datasets", "trained_datasets", "setfit_datasets",
-                     "throughput_datasets"):
+        for name in ("datasets", "large_datasets", "precision_datasets", "trained_datasets", "trained_large_datasets",
+                     "setfit_datasets", "throughput_datasets"):
             kept = [d for d in getattr(cfg, name) if d in wanted]
             setattr(cfg, name, kept or ([wanted[0]] if name != "throughput_datasets" else wanted[:2]))
         if cfg.training_dataset not in wanted:
@@ -75,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no <set>/train.csv + test.csv folders in {data}", file=sys.stderr)
         return 2
     timeout = args.section_timeout or (400.0 if args.quick else 1800.0)
-    budget = (args.budget_minutes if args.budget_minutes is not None else (None if args.quick else 30.0))
+    budget = (args.budget_minutes if args.budget_minutes is not None
+              else (None if args.quick or args.extended else 30.0))
     budget = budget * 60 if budget else None
-    results = {"mode": "quick" if args.quick else "full", "machine": machine(), "config": cfg.to_dict(),
+    results = {"mode": cfg.mode, "machine": machine(), "config": cfg.to_dict(),
                "sections": {}}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:

@@ -52,10 +52,20 @@ def section(name: str):
 
 
 def _precisions() -> list[str]:
-    """fp32 always; bf16 only where the CPU has it (the engine's ``auto`` picks it there)."""
+    """fp32 always; bf16 only where the CPU has it (the engine's ``auto`` picks it there).
+
+    int8 (opt-in, ONNX Runtime) joins with ``BENCH_INT8=1`` when onnxruntime is installed: its
+    first use builds a cached model (20 s small, 60 s large), and the throughput section's raw
+    ``encode`` row has no int8 twin. bench/precision_study.py measures it on its own.
+    """
+    import importlib.util
+
     from playground.embeddings import bf16_supported
 
-    return ["fp32", "bf16"] if bf16_supported() else ["fp32"]
+    out = ["fp32", "bf16"] if bf16_supported() else ["fp32"]
+    if os.environ.get("BENCH_INT8") == "1" and importlib.util.find_spec("onnxruntime") is not None:
+        out.append("int8")
+    return out
 
 
 def _sets(cfg: dict, names: list[str]):
@@ -185,6 +195,7 @@ def trained(cfg: dict) -> dict:
     plans = [("small", n, s) for n, s in cfg["trained_small_runs"]]
     if cfg["large"]:
         plans += [("large", n, s) for n, s in cfg["trained_large_runs"]]
+    large_sets = set(cfg.get("trained_large_datasets") or cfg["trained_datasets"])
     # N = 8, seed 0 first for every set and model (the targets), then the other runs; a section cut
     # short by its timeout keeps what it finished (see _checkpoint).
     plans.sort(key=lambda p: (p[1], p[2], p[0] == "large"))
@@ -192,6 +203,8 @@ def trained(cfg: dict) -> dict:
     rows = []
     for model, n, seed in plans:
         for ds in sets:
+            if model == "large" and ds.name not in large_sets:
+                continue
             idx = sample_per_label(ds.train_labels, n, seed)
             data = _training_data([ds.train_texts[i] for i in idx], [ds.train_labels[i] for i in idx])
             with Timer() as tune:
@@ -362,7 +375,8 @@ print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1, "first_result_s": t3 
 @section("coldstart")
 def coldstart(cfg: dict) -> dict:
     """Fresh interpreter each time: import + model load + first result (wall time seen from outside)."""
-    plans = [(m, p) for m in cfg["latency_models"] for p in _precisions()]
+    precisions = _precisions()[-1:] if cfg["quick"] else _precisions()  # quick: the default one only
+    plans = [(m, p) for m in cfg["latency_models"] for p in precisions]
     out = []
     for model, precision in plans:
         t0 = time.perf_counter()

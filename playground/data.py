@@ -19,11 +19,17 @@ from pathlib import Path
 from .validation import Example, ValidationError
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
+FIELD_SIZE_LIMIT = 16 * 1024 * 1024
+"""Longest CSV cell, for examples and bulk files alike (the csv module's default is 131,072
+characters, shorter than some reviews). ``csv.field_size_limit`` is process-wide: set here, once."""
+csv.field_size_limit(FIELD_SIZE_LIMIT)
 """Largest labelled file accepted (20 MB): far more than a few-shot or training set needs."""
 MAX_PROBLEMS_SHOWN = 20
 TEXT_COLUMNS = ("text", "texts", "example", "examples", "input", "sentence", "content", "message")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "tag")
 DELIMITERS = ",;\t"
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""Cell starts a spreadsheet would run as a formula (CSV injection); written with a leading ``'``."""
 
 
 class DataFileError(ValidationError):
@@ -101,6 +107,13 @@ def decode_text(data: bytes) -> tuple[str, str, list[str]]:
 
 
 def _sniff_delimiter(text: str) -> str:
+    for delimiter in DELIMITERS:  # a text/label header settles it (the sniffer can be misled by tabs in texts)
+        try:
+            first = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+        except csv.Error:
+            continue
+        if _header_columns(first) is not None:
+            return delimiter
     sample = "\n".join(text.splitlines()[:50])
     try:
         return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
@@ -131,7 +144,17 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
         raise DataFileError("the file is empty: it needs rows of text,label")
     delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows = list(reader)
+    rows: list[list[str]] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
+        raise DataFileError(
+            f"row {len(rows) + 1} (from line {start}) cannot be read ({exc}): a text that long is usually "
+            "an unclosed double quote swallowing the rows after it; close the quote or shorten the text"
+        ) from None
     columns = _header_columns(rows[0]) if rows else None
     has_header = columns is not None
     text_col, label_col = columns or (0, 1)
@@ -147,12 +170,17 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
             blank += 1
             continue
         if len(row) != len(header):
-            hint = ("put texts that contain the delimiter in double quotes" if len(row) > len(header)
-                    else "add the missing field after a delimiter")
+            if len(row) > len(header):
+                hint = "put texts that contain the delimiter in double quotes"
+            elif any(cell.count("\n") > 1 for cell in row):
+                hint = ("a double quote opened in this row is never closed, so it swallowed the lines after it; "
+                        "close the quote")
+            else:
+                hint = "add the missing field after a delimiter"
             problems.append(f"row {number}: {len(row)} field{'s' if len(row) != 1 else ''}, "
                             f"expected {len(header)} ({', '.join(header)}): {hint}")
             continue
-        ex_text, ex_label = row[text_col].strip(), row[label_col].strip()
+        ex_text, ex_label = unescape_cell(row[text_col]).strip(), unescape_cell(row[label_col]).strip()
         missing = [name for name, value in (("text", ex_text), ("label", ex_label)) if not value]
         if missing:
             problems.append(f"row {number}: empty {' and '.join(missing)}")
@@ -166,20 +194,31 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
                             (" below its header" if has_header else ""))
     if blank:
         warnings.append(f"skipped {blank} blank row{'s' if blank != 1 else ''}")
-    warnings.extend(near_duplicate_labels(ex.label for ex in examples))
+    warnings.extend(near_duplicate_labels([ex.label for ex in examples], numbers))
     return ParsedExamples(examples, has_header, delimiter, encoding, warnings, numbers)
 
 
-def near_duplicate_labels(labels: Iterable[str]) -> list[str]:
-    """Warn about labels that differ only by case or spacing ("Positive" vs "positive")."""
-    groups: dict[str, set[str]] = defaultdict(set)
-    for label in labels:
-        groups[" ".join(label.lower().split())].add(label)
-    return [
-        f"labels {', '.join(repr(v) for v in sorted(variants))} differ only by case or spacing: "
-        "they count as different labels; make them the same if they mean the same"
-        for variants in groups.values() if len(variants) > 1
-    ]
+def near_duplicate_labels(labels: Iterable[str], rows: Sequence[int] | None = None) -> list[str]:
+    """Warn about labels that differ only by case or spacing ("Positive" vs "positive").
+
+    They are kept apart (never merged silently); with ``rows`` (the file row of each label) the
+    warning names the first rows of each spelling, so the user can find them.
+    """
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, label in enumerate(labels):
+        groups[" ".join(label.casefold().split())][label].append(rows[i] if rows is not None else i)
+    warnings = []
+    for variants in groups.values():
+        if len(variants) < 2:
+            continue
+        if rows is None:
+            shown = ", ".join(repr(v) for v in sorted(variants))
+        else:
+            shown = ", ".join(f"{v!r} (row{'s' if len(n) > 1 else ''} {', '.join(map(str, n[:3]))}"
+                              f"{' …' if len(n) > 3 else ''})" for v, n in sorted(variants.items()))
+        warnings.append(f"labels {shown} differ only by case or spacing: they count as different labels; "
+                        "make them the same if they mean the same")
+    return warnings
 
 
 def read_multilabel_jsonl(source: bytes | str | Path | io.IOBase) -> list[MultiLabelExample]:
@@ -190,13 +229,18 @@ def read_multilabel_jsonl(source: bytes | str | Path | io.IOBase) -> list[MultiL
     text, _, _ = decode_text(_read_bytes(source))
     problems: list[str] = []
     out: list[MultiLabelExample] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends records at "\n" only: str.splitlines() would also split inside strings
+    # holding U+2028, U+0085 or a form feed, which JSON allows unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:
+            problems.append(f"line {number}: nested too deeply to read; use {{\"text\": \"...\", \"label\": [\"...\"]}}")
             continue
         if not isinstance(record, dict):
             problems.append(f"line {number}: expected an object like {{\"text\": \"...\", \"label\": [\"...\"]}}")
@@ -231,12 +275,35 @@ def read_multilabel_jsonl(source: bytes | str | Path | io.IOBase) -> list[MultiL
 
 
 def examples_to_csv(examples: Iterable[Example]) -> str:
-    """``text,label`` CSV with a header, quoted where needed; reads back to the same examples."""
+    """``text,label`` CSV with a header, quoted where needed and formula-safe; reads back to the same examples."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    # csv quotes fields holding the line terminator ("\n") but not a bare "\r", which readers take
+    # as a line break: rows with one are written fully quoted.
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(["text", "label"])
-    writer.writerows([ex.text, ex.label] for ex in examples)
+    for ex in examples:
+        row = [escape_cell(ex.text), escape_cell(ex.label)]
+        (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     return buffer.getvalue()
+
+
+def escape_cell(value: str) -> str:
+    """Prefix a cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` …) with ``'``.
+
+    A cell that already starts with ``'`` followed by one of those (or another ``'``) gets one
+    too, so ``unescape_cell`` can undo exactly what was added: the export reads back unchanged.
+    """
+    if value.startswith(FORMULA_PREFIXES) or (value.startswith("'") and value[1:2].startswith(FORMULA_PREFIXES + ("'",))):
+        return "'" + value
+    return value
+
+
+def unescape_cell(value: str) -> str:
+    """Undo ``escape_cell``: drop the ``'`` a formula-safe export put in front of a cell."""
+    if value.startswith("'") and value[1:2] and value[1:2].startswith(FORMULA_PREFIXES + ("'",)):
+        return value[1:]
+    return value
 
 
 def _limit(problems: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
@@ -388,6 +389,15 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
     @app.exception_handler(405)
     async def _wrong_method(request: Request, exc: Exception) -> JSONResponse:
         return _error(405, f"{request.method} is not allowed on {request.url.path}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Any other HTTP error FastAPI raises (a body that is not UTF-8 …) in the ``{"message"}`` shape."""
+        message = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = ("invalid request: the body could not be read as UTF-8 JSON; send a JSON object such as "
+                       "{\"inputs\": [...], \"examples\": [...]} encoded as UTF-8")
+        return _error(exc.status_code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -406,6 +406,23 @@ def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray]
     return ModelInfo.from_config(name, config)
 
 
+def remove_leftovers(directory: Path | None = None) -> list[str]:
+    """Delete ``.tmp-*`` folders a killed save or delete left behind; return their names.
+
+    They are never listed or loaded, only wasted disk. Called by ``train`` once it holds the
+    training lock: saves run under that lock, so no live save is writing one at that moment.
+    """
+    directory = directory or models_dir()
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.glob(f"{TEMP_PREFIX}*")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
 def delete_model(name: str, directory: Path | None = None) -> None:
     """Remove a model folder (broken ones too). Renamed aside first, so a crash never leaves half."""
     folder = _folder(name, directory)

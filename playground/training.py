@@ -46,6 +46,7 @@ from .store import (
     ModelInfo,
     models_dir,
     now_iso,
+    remove_leftovers,
     save_model,
     validate_model_name,
 )
@@ -759,6 +760,7 @@ def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool 
     total = total_steps(len(train_part.examples), settings)
 
     with TrainingLock(directory, name):
+        remove_leftovers(directory)  # temp folders of a save that was killed (kill -9, power cut)
         report("checking", 0, total, None, f"{len(train_part.examples)} training and {len(valid.examples)} "
                f"validation examples; loading the {base_model} model")
         tune_started = time.monotonic()

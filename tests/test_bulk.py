@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from playground.bulk import (
+    CHUNK_SIZES,
     BulkProgress,
     classify_file,
     escape_cell,
@@ -122,7 +123,8 @@ def test_empty_text_gives_an_error_value(bulk_run):
 def test_progress_reports_rows_and_time_left(bulk_run):
     _, _, seen = bulk_run
     assert seen[0].rows_done == 0 and seen[0].seconds_left is None
-    assert [p.rows_done for p in seen[1:3]] == [256, 512]
+    step = CHUNK_SIZES["small"]  # the small model's chunk
+    assert [p.rows_done for p in seen[1:3]] == [step, 2 * step]
     assert seen[-1].rows_done == seen[-1].total == ROWS and seen[-1].seconds_left == 0
     assert all(p.seconds_left is not None and p.seconds_left >= 0 for p in seen[1:])
     assert format_eta(None) == "…" and format_eta(3725) == "1h02m" and format_eta(65) == "1m05s"
@@ -141,7 +143,7 @@ def test_stop_flag_leaves_no_partial_output(big_csv, examples, small_encoder):
         if p.rows_done >= 512:
             stop.set()
 
-    result = classify_file(big_csv, out, examples=examples, progress=progress, stop=stop)
+    result = classify_file(big_csv, out, examples=examples, progress=progress, stop=stop, chunk_size=256)
     assert result.stopped and result.output is None and result.rows == 512
     _no_partial_files(big_csv.parent, "stopped.csv")
 
