@@ -248,7 +248,7 @@ def _labels_of(classifier: Classifier) -> list[str] | None:
     return [str(label) for label in labels] if labels else None
 
 
-def _classify_chunk(classifier: Classifier, texts: list[str], truncate: str) -> list[Classification | str]:
+def classify_chunk(classifier: Classifier, texts: list[str], truncate: str) -> list[Classification | str]:
     """A result per text, or the reason there is none; one bad text never fails the chunk."""
     out: list[Classification | str] = ["" for _ in texts]
     todo = [i for i, text in enumerate(texts) if text.strip()]
@@ -362,7 +362,7 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
                         f"{len(row)} fields, the header has {width}: put texts containing the delimiter in quotes"
                         if len(row) > width else "")
                     texts.append(row[layout.text_index] if layout.text_index < len(row) else "")
-                results = _classify_chunk(classifier, [t if not p else "" for t, p in zip(texts, problems)], truncate)
+                results = classify_chunk(classifier, [t if not p else "" for t, p in zip(texts, problems)], truncate)
                 for row, problem, result in zip(chunk, problems, results):
                     result = problem or result
                     if labels is None and isinstance(result, Classification):

