@@ -183,8 +183,6 @@ def prepare_model(examples: Iterable[ExampleLike] | None = None, model: str | os
 
 _WORKER_LOCK = threading.Lock()
 _WORKER_MODELS: dict[str, Any] = {}
-WORKER_STATS = {"encoder_loads": 0, "models_built": 0, "batches": 0}
-"""Per Python process: encoders actually loaded, classifiers built, batches done."""
 ENCODER_LOADS: dict[str, int] = {}
 """Per Python process and encoder: how often it was loaded from disk (1 when workers reuse it)."""
 
@@ -218,7 +216,6 @@ def worker_model(shipped: ShippedModel):
             return model
         source: str | Path = shipped.encoder if shipped.kind == "few-shot" else _body_path(shipped)
         if not is_loaded(source, shipped.precision):
-            WORKER_STATS["encoder_loads"] += 1
             loaded = f"{source}|{shipped.precision}"
             ENCODER_LOADS[loaded] = ENCODER_LOADS.get(loaded, 0) + 1
         encoder = get_encoder(source, precision=shipped.precision)
@@ -226,7 +223,6 @@ def worker_model(shipped: ShippedModel):
         model = CustomModel(Path(config.get("name") or "few-shot"), config, load_safetensors(shipped.head), encoder)
         model.encoder_source = str(source)
         _WORKER_MODELS[key] = model
-        WORKER_STATS["models_built"] += 1
         return model
 
 
@@ -282,7 +278,6 @@ def classify_batch(shipped: ShippedModel, pdf: pd.DataFrame, text_column: str, n
         out["_worker_pid"] = os.getpid()
         out["_encoder_loads"] = ENCODER_LOADS.get(f"{model.encoder_source}|{shipped.precision}", 0)
         out["_worker_rss_mb"] = _peak_rss_mb()
-    WORKER_STATS["batches"] += 1
     return out
 
 
