@@ -1,9 +1,10 @@
 """What every section shares: the run configuration, data loading and sampling, metrics, memory.
 
-Sampling follows the SetFit paper's few-shot protocol as bench/study did: ``N`` examples per
-label drawn from ``train`` with ``numpy.random.default_rng(seed)``, nested across N (the N = 8
-set is a prefix of the N = 64 set), and one test split per data set (test shuffled with seed 0,
-first ``test_cap`` rows), identical for every row of the report.
+Sampling follows the SetFit paper's few-shot protocol as the classifier study did
+(docs/CLASSIFIER_STUDY.md): ``N`` examples per label drawn from ``train`` with
+``numpy.random.default_rng(seed)``, nested across N (the N = 8 set is a prefix of the N = 64 set),
+and one test split per data set (test shuffled with seed 0, first ``test_cap`` rows), identical
+for every row of the report.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_LABEL_SETS = ("cr", "sst2", "trec", "emotion", "ag_news", "banking77", "sms_spam")
@@ -53,7 +50,7 @@ class Config:
     large_datasets: list[str] = field(default_factory=lambda: ["cr", "emotion", "ag_news"])
     precision_datasets: list[str] = field(default_factory=lambda: ["cr", "sst2", "ag_news"])
     """Sets scored in every precision (short, short, long texts); the rest only in the default one.
-    bench/precision_study.py has the wider per-precision table."""
+    docs/PRECISION.md has the wider per-precision table."""
     trained_datasets: list[str] = field(default_factory=lambda: ["cr", "emotion", "ag_news"])
     trained_small_runs: list[list[int]] = field(default_factory=lambda: [[8, 0], [8, 1], [64, 0]])
     trained_large_runs: list[list[int]] = field(default_factory=lambda: [[8, 0]])
@@ -297,7 +294,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def python_env() -> dict[str, str]:
-    """Environment for child processes: offline, the repo importable."""
+    """Environment for child processes: offline (set here too, for peers such as setfit that load
+    Hugging Face libraries before playground is imported), the repo importable."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

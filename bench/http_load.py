@@ -5,8 +5,8 @@ Starts ``python -m playground serve`` on 127.0.0.1 (a free port), waits for /hea
 ``--seconds`` seconds, each on its own keep-alive connection. The loop is bounded by time and
 by ``--max-requests``. Memory is read from /proc/<pid>/status (VmRSS now, VmHWM peak).
 
-    python bench/http_load.py                       # 4 clients, 20 s, the same request each time
-    python bench/http_load.py --vary-inputs         # fresh input texts each request (no embedding cache hits)
+    python -m bench.http_load                       # 4 clients, 20 s, the same request each time
+    python -m bench.http_load --vary-inputs         # fresh input texts each request (no embedding cache hits)
 
 Prints one JSON object.
 """
@@ -25,10 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from playground.presets import load_preset
 
-from playground.presets import load_preset  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -75,7 +74,7 @@ def main() -> None:
     seed = load_preset("review-sentiment")
     examples = [ex.to_dict() for ex in seed.examples]
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # playground sets the offline variables itself
     env.pop("CLASSIFY_API_KEY", None)
     proc = subprocess.Popen([sys.executable, "-m", "playground", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -56,7 +56,7 @@ def _precisions() -> list[str]:
 
     int8 (opt-in, ONNX Runtime) joins with ``BENCH_INT8=1`` when onnxruntime is installed: its
     first use builds a cached model (20 s small, 60 s large), and the throughput section's raw
-    ``encode`` row has no int8 twin. bench/precision_study.py measures it on its own.
+    ``encode`` row has no int8 twin. docs/PRECISION.md has its own measurements.
     """
     import importlib.util
 
@@ -269,7 +269,9 @@ def multilabel(cfg: dict) -> dict:
         return {"status": f"not run: no <set>/train.jsonl in {cfg['data']}"}
     folder = Path(cfg["data"]) / cfg["multilabel_dataset"]
     try:
-        from playground.training import MultiLabelHead, TrainingData, embed_with, indicator, multi_label_metrics, tune_body
+        from playground.classifier import MultiLabelHead, indicator
+        from playground.metrics import multi_label_metrics
+        from playground.training import TrainingData, embed_with, tune_body
     except ImportError as exc:
         return {"status": f"not run: playground.training is not importable ({exc})"}
     _threads_for_busy_machine()
@@ -490,7 +492,7 @@ def http(cfg: dict) -> dict:
     script = ROOT / "bench" / "http_load.py"
     if not script.is_file():
         return {"status": "not run: bench/http_load.py is missing"}
-    proc = run_python([str(script), "--clients", str(cfg["http_clients"]), "--seconds", str(cfg["http_seconds"])],
+    proc = run_python(["-m", "bench.http_load", "--clients", str(cfg["http_clients"]), "--seconds", str(cfg["http_seconds"])],
                       timeout=cfg["http_seconds"] + 300)
     if proc.returncode != 0:
         return {"status": f"failed: {(proc.stderr or proc.stdout)[-600:]}"}

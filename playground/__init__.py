@@ -5,16 +5,10 @@
 ...          [Example("The order is 5 days late", "negative"), ...])[0].prediction
 """
 
-import os as _os
-
-_os.environ.setdefault("HF_HUB_OFFLINE", "1")
-_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-from .engine import Classification, FewShotModel, classify  # noqa: E402
-from .evaluate import EvaluationReport, evaluate  # noqa: E402
-from .store import load_model  # noqa: E402
-from .training import train  # noqa: E402
-from .validation import Example, ValidationError  # noqa: E402
+from .engine import Classification, FewShotModel, classify, load_model
+from .evaluate import EvaluationReport, evaluate
+from .training import train
+from .validation import Example, ValidationError
 
 __version__ = "0.1.0"
 

@@ -2,8 +2,8 @@
 
 Cohere capped a call at 96 inputs; a spreadsheet has thousands of rows. The file is streamed
 with the ``csv`` module in chunks (never held whole), so memory stays flat with file size,
-and every chunk goes through the same path as ``classify`` (few-shot examples fitted once via
-``fit_few_shot``, or a saved custom model).
+and every chunk goes through the same path as ``classify`` (``engine.get_classifier``: few-shot
+examples fitted once, or a saved custom model).
 
 Output columns, in order:
 
@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from .data import _sniff_delimiter, escape_cell
-from .embeddings import BASE_MODELS
-from .engine import Classification, fit_few_shot
+from .data import escape_cell, sniff_delimiter
+from .engine import Classification, get_classifier
 from .validation import ExampleLike, ValidationError, check_truncate
 
 DEFAULT_CHUNK_SIZE = 256
@@ -54,7 +53,6 @@ CONFIDENCE_PREFIX = "confidence_"
 ERROR_COLUMN = "error"
 SNIFF_BYTES = 64 * 1024
 MULTI_LABEL_JOIN = "; "
-
 
 
 class Classifier(Protocol):
@@ -182,7 +180,7 @@ def inspect_csv(source: Source, text_column: str | None = None, *,
         raise ValidationError("the file contains NUL bytes, so it is binary or UTF-16: save it as CSV UTF-8")
     sample = head.decode("utf-8", errors="ignore")
     if delimiter is None:
-        delimiter = _sniff_delimiter(sample.lstrip("\ufeff"))
+        delimiter = sniff_delimiter(sample.lstrip("\ufeff"))
     elif len(delimiter) != 1:
         raise ValidationError(f"delimiter must be one character - received {delimiter!r}")
     for encoding in ("utf-8-sig", "cp1252"):
@@ -209,7 +207,8 @@ def inspect_csv(source: Source, text_column: str | None = None, *,
     return CsvLayout(encoding, delimiter, header, index), count
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_column(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_1`` (``_2`` …) when an input column already has it; the result is added to ``taken``."""
     candidate, n = name, 0
     while candidate in taken:
         n += 1
@@ -221,26 +220,9 @@ def _unique(name: str, taken: set[str]) -> str:
 def output_columns(header: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
     """The output header, and just the added columns (renamed where the input already had the name)."""
     taken = set(header)
-    added = [_unique(name, taken) for name in
+    added = [unique_column(name, taken) for name in
              [*RESULT_COLUMNS, *(CONFIDENCE_PREFIX + label for label in labels), ERROR_COLUMN]]
     return [*header, *added], added
-
-
-def resolve_classifier(examples: Iterable[ExampleLike] | None, model: str, *, truncate: str = "END",
-                       precision: str | None = None) -> Classifier:
-    """Few-shot examples fitted once on a base model, or a saved custom model by name.
-
-    ``precision=None`` keeps the engine's default, so a bulk job matches ``classify``.
-    """
-    kwargs = {} if precision is None else {"precision": precision}
-    if examples is not None:
-        return fit_few_shot(examples, model, truncate=truncate, **kwargs)
-    if model in BASE_MODELS:
-        raise ValidationError(f"model {model!r} needs examples: give at least 2 examples for each of at least "
-                              "2 labels, or name a custom model")
-    from .store import load_model  # the store is optional for few-shot jobs
-
-    return load_model(model, **kwargs)
 
 
 def _labels_of(classifier: Classifier) -> list[str] | None:
@@ -323,7 +305,8 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
         raise ValidationError(f"output folder does not exist: {output.parent}")
     layout, total = inspect_csv(source, text_column, delimiter=delimiter)
     if classifier is None:
-        classifier = resolve_classifier(examples, model, truncate=truncate, precision=precision)
+        kwargs = {} if precision is None else {"precision": precision}  # None: the engine's default, as classify
+        classifier = get_classifier(examples, model, truncate=truncate, **kwargs)
     is_stopped = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
     report = progress or (lambda _: None)
     report(BulkProgress(0, total, 0.0))
@@ -394,10 +377,3 @@ def _chunks(rows: Iterable[list[str]], size: int) -> Iterator[list[list[str]]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def preview(path: str | os.PathLike, rows: int = 100) -> list[dict[str, str]]:
-    """The first ``rows`` rows of a result file, as dicts (for the page's preview)."""
-    with Path(path).open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        return [row for _, row in zip(range(rows), reader)]

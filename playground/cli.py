@@ -1,18 +1,28 @@
-"""Command line: ``python -m playground classify | train | models | serve``.
+"""Command line: ``python -m playground classify | train | models | serve | spark-classify``.
 
-Each command parses its arguments and calls one function of the core; errors print one clear
-line to stderr and exit with status 2, never a traceback.
+Each command parses its arguments and calls one function of the core with them as arguments;
+all terminal output (progress lines, tables, JSON) is written here, never by the core. Errors
+print one clear line to stderr and exit with status 2, never a traceback.
+
+Only the server (FastAPI, uvicorn) and Spark (pyspark) are imported inside their commands:
+they are heavy and optional, and no other command needs them. Torch loads with the first model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import time
 from collections.abc import Sequence
 
-from .embeddings import PRECISIONS
+from .bulk import BulkProgress, classify_file, format_eta
+from .data import read_examples_csv
+from .embeddings import DEFAULT_PRECISION, PRECISIONS
+from .engine import classify
+from .metrics import headline_keys
+from .store import TrainingBusyError, list_models
+from .training import TrainingCancelled, TrainingProgress, TrainingSettings, train
 from .validation import ValidationError
 
 
@@ -21,10 +31,12 @@ def _print_json(data) -> None:
     sys.stdout.write("\n")
 
 
-def cmd_classify(args: argparse.Namespace) -> int:
-    from .data import read_examples_csv
-    from .engine import classify
+def _precision(args: argparse.Namespace) -> str:
+    """``--precision`` when given, else the default (``auto``: ``$CLASSIFY_PRECISION``, else by CPU)."""
+    return getattr(args, "precision", None) or DEFAULT_PRECISION
 
+
+def cmd_classify(args: argparse.Namespace) -> int:
     if args.input_file or args.output:
         return _classify_file(args)
     texts = list(args.texts)
@@ -32,18 +44,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
         texts = [line.strip() for line in sys.stdin if line.strip()]
     if args.examples:
         examples = read_examples_csv(args.examples).examples
-        results = classify(texts, examples, args.model, truncate=args.truncate, max_inputs=None)
+        results = classify(texts, examples, args.model, truncate=args.truncate, precision=_precision(args),
+                           max_inputs=None)
     else:
-        results = classify(texts, None, args.model, truncate=args.truncate, max_inputs=None)
+        results = classify(texts, None, args.model, truncate=args.truncate, precision=_precision(args),
+                           max_inputs=None)
     _print_json([r.to_dict() for r in results])
     return 0
 
 
 def _classify_file(args: argparse.Namespace) -> int:
     """Bulk mode: stream a CSV through the model into --output, progress on stderr."""
-    from .bulk import BulkProgress, classify_file, format_eta
-    from .data import read_examples_csv
-
     if not (args.input_file and args.output):
         raise ValidationError("bulk mode needs both --input-file texts.csv and --output results.csv")
     if args.texts:
@@ -55,58 +66,105 @@ def _classify_file(args: argparse.Namespace) -> int:
               end="", file=sys.stderr, flush=True)
 
     result = classify_file(args.input_file, args.output, examples=examples, model=args.model,
-                           text_column=args.text_column, truncate=args.truncate, progress=show)
+                           text_column=args.text_column, truncate=args.truncate, precision=_precision(args),
+                           progress=show)
     print(f"\n{result.rows:,} rows classified in {result.seconds:.1f}s ({result.errors:,} with an error) "
           f"→ {result.output}", file=sys.stderr)
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .training import run_training_cli
+def format_metrics(metrics: dict) -> str:
+    """The trained-vs-baseline table of a model's metrics, for a terminal."""
+    trained, baseline = metrics.get("trained", {}), metrics.get("baseline", {})
+    keys = headline_keys(trained)
+    v = metrics.get("validation", {})
+    where = f"{v.get('n')} held-out examples ({v.get('source')})"
+    lines = [f"on {where}:", f"  {'metric':<16}{'trained':>10}{'few-shot':>10}"]
+    lines += [f"  {k:<16}{trained.get(k, float('nan')):>10.3f}{baseline.get(k, float('nan')):>10.3f}" for k in keys]
+    lines.append(f"  {'label':<16}{'F1 trained':>12}{'F1 few-shot':>13}{'support':>9}")
+    for label, row in trained.get("per_label", {}).items():
+        b = baseline.get("per_label", {}).get(label, {})
+        lines.append(f"  {label[:15]:<16}{row['f1']:>12.3f}{b.get('f1', float('nan')):>13.3f}{row['support']:>9}")
+    return "\n".join(lines)
 
-    return run_training_cli(args)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``train FILE --name NAME [--multi-label] …``: progress on stderr, the model's info as JSON on stdout."""
+    overrides = {key: getattr(args, key) for key in ("epochs", "max_pairs", "batch_size")
+                 if getattr(args, key, None) is not None}
+    try:
+        settings = TrainingSettings(**overrides)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    tty = sys.stderr.isatty()
+    last = {"shown": -1.0}
+    try:  # our own progress line replaces the libraries' bars (transformers is heavy: only when training)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is pinned
+        pass
+
+    def show(p: TrainingProgress) -> None:
+        left = f", ~{p.seconds_left:.0f}s left" if p.seconds_left is not None else ""
+        line = f"[{p.phase}] {p.step}/{p.total} steps{left} · {p.message}"
+        if tty:
+            sys.stderr.write("\r\033[K" + line)
+            if p.phase == "done":
+                sys.stderr.write("\n")
+        elif p.phase != "tuning" or p.step == p.total or time.monotonic() - last["shown"] > 5:
+            sys.stderr.write(line + "\n")
+            last["shown"] = time.monotonic()
+        sys.stderr.flush()
+
+    try:
+        info = train(args.data, args.name, base_model=args.base, multi_label=True if args.multi_label else None,
+                     validation=args.validation, settings=settings, progress=show)
+    except (TrainingBusyError, TrainingCancelled) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    print(format_metrics(info.metrics), file=sys.stderr)
+    _print_json(info.to_dict())
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .store import list_models
 
     _print_json([info.to_dict() for info in list_models()])
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server import serve  # FastAPI and uvicorn: only this command needs them
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, precision=_precision(args))
     return 0
 
 
 def cmd_spark_classify(args: argparse.Namespace) -> int:
     """Classify a Parquet/CSV table on Spark (optional: needs pyspark and Java 17+)."""
-    try:
+    try:  # pyspark is optional: its absence is a message, not a traceback
         from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
 
-        from . import spark as spark_jobs
+        from .spark import classify_table, session
     except ImportError as exc:
         print(f"error: spark-classify needs pyspark, which is not installed ({exc}). "
               "Install it with: pip install -r requirements-spark.txt (Spark 4 also needs Java 17+, "
               "e.g. apt-get install openjdk-17-jre-headless)", file=sys.stderr)
         return 2
-    from .data import read_examples_csv
-
     examples = read_examples_csv(args.examples).examples if args.examples else None
     started_here = SparkSession.getActiveSession() is None
-    spark = spark_jobs.session(args.master)
+    spark = session(args.master)
     try:
         spark.sparkContext.setLogLevel("ERROR")
         url = spark.sparkContext.uiWebUrl
         where = f"the Spark UI at {url} (jobs, stages, tasks)" if url else "Spark's UI (disabled in this session)"
         print(f"Spark {spark.version} on {spark.sparkContext.master}: progress in {where} "
               "and in the stage bar below", file=sys.stderr)
-        result = spark_jobs.classify_table(spark, args.input, args.output, text_column=args.text_column,
-                                           examples=examples, model=args.model, truncate=args.truncate,
-                                           partitions=args.partitions)
+        result = classify_table(spark, args.input, args.output, text_column=args.text_column, examples=examples,
+                                model=args.model, truncate=args.truncate, precision=_precision(args),
+                                partitions=args.partitions)
     except PySparkException as exc:
         print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
@@ -175,10 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "precision", None):
-        from .embeddings import PRECISION_ENV
-
-        os.environ[PRECISION_ENV] = args.precision  # read by resolve_precision("auto") everywhere
     try:
         return args.func(args)
     except (ValidationError, LookupError) as exc:

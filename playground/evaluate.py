@@ -6,11 +6,14 @@ or is least sure of (a mislabelled row shows up first), near-duplicate texts tha
 different labels, and a learning curve saying what more examples per label would buy.
 
 Each text is embedded once; every fold only refits the head, so even 2,500 examples take
-seconds beyond the embedding. Single-label sets use the same head as ``classify``
-(``FewShotClassifier``): each fold's head is uncalibrated and the out-of-fold logits are
-scaled by the temperature the full fit finds, so the confidences shown are the ones
-``classify`` would give. Multi-label sets (``MultiLabelExample``) use one-vs-rest logistic
-regression and report micro- and macro-F1.
+seconds beyond the embedding. The heads are the ones Train saves and ``classify`` runs
+(``classifier.py``), the scores come from ``metrics.py``. Single-label sets use
+``FewShotClassifier``: each fold's head is uncalibrated and the out-of-fold logits
+(``classifier.out_of_fold_logits``, the routine the temperature is fitted on) are scaled by the
+temperature the full fit finds, so the confidences shown are the ones ``classify`` would give.
+Multi-label sets (``MultiLabelExample``) use ``MultiLabelHead`` (balanced weights, a threshold
+per label chosen inside each fold; leave-one-out only up to 20 examples, as each fold tunes its
+thresholds) and report micro- and macro-F1.
 
 >>> report = evaluate([("The order is 5 days late", "negative"), ...], model="small")
 >>> report.accuracy, report.macro_f1, report.flagged[0].text
@@ -27,35 +30,35 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
 from sklearn.model_selection import KFold, LeaveOneOut, StratifiedKFold
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.preprocessing import MultiLabelBinarizer
 
-from .classifier import FewShotClassifier, _full_logit_weights
+from .classifier import FewShotClassifier, indicator, multi_label_out_of_fold, out_of_fold_logits
 from .data import MultiLabelExample
 from .embeddings import BASE_MODELS, get_encoder
 from .engine import embed_checked
-from .validation import ExampleLike, ValidationError, as_examples, check_examples, check_truncate
+from .metrics import multi_label_metrics, single_label_metrics
+from .validation import (
+    ClassificationType,
+    ExampleLike,
+    ValidationError,
+    as_examples,
+    check_examples,
+    check_truncate,
+)
 
 LOO_MAX_EXAMPLES = 200
 """Up to this many examples, leave-one-out; above, stratified k-fold (LOO costs one fit per row)."""
+MULTI_LABEL_LOO_MAX_EXAMPLES = 20
+"""The same switch for multi-label data, lower: each fold fits ``MultiLabelHead``, which picks every
+label's threshold on its own inner folds (1 + 5 fits per label per fold)."""
 N_FOLDS = 5
 NEAR_DUPLICATE_THRESHOLD = 0.95
 """Cosine similarity above which two texts count as near-duplicates (embeddings are unit length)."""
 MAX_FLAGGED = 20
 MAX_NEAR_DUPLICATES = 50
 LEARNING_CURVE_REPEATS = 5
-MULTI_LABEL_THRESHOLD = 0.5
 
 Method = Literal["leave-one-out", "stratified-k-fold", "k-fold"]
-ClassificationType = Literal["single-label", "multi-label"]
 
 
 @dataclass(frozen=True)
@@ -235,45 +238,43 @@ def evaluate(examples: Iterable[ExampleLike | MultiLabelExample], model: str = "
     full = FewShotClassifier().fit(X, y)
     classes = [str(c) for c in full.classes_]
     splits, method, n_folds = _splits(X, y, stratified=True, random_state=random_state)
-    logits = _out_of_fold_logits(X, y, full.classes_, splits)
+    template = FewShotClassifier()
+    logits = out_of_fold_logits(X, y, full.classes_, splits, C=template.C, max_iter=template.max_iter, warm_start=True)
     proba = softmax(logits / full.temperature_, axis=1)
     predicted = full.classes_[np.argmax(proba, axis=1)]
 
     index = {label: i for i, label in enumerate(full.classes_)}
     own = proba[np.arange(len(y)), [index[label] for label in y]]
     correct = predicted == y
-    precision_, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=full.classes_,
-                                                                      zero_division=0)
-    per_label = tuple(LabelMetrics(c, float(p), float(r), float(f), int(s))
-                      for c, p, r, f, s in zip(classes, precision_, recall, f1, support))
+    scores = single_label_metrics(list(y), list(predicted), list(full.classes_))
+    per_label = _label_metrics(classes, scores)
     order = np.lexsort((own, correct))  # wrong first, then by the probability of the example's own label
     flagged = tuple(
         FlaggedExample(int(i), texts[i], str(y[i]), str(predicted[i]), float(proba[i].max()), float(own[i]),
                        bool(correct[i]))
         for i in order[:max_flagged]
     )
-    matrix = confusion_matrix(y, predicted, labels=full.classes_)
+    matrix = scores["confusion_matrix"]["matrix"]
 
     say("checking near-duplicates")
     duplicates = _near_duplicates(X, texts, [str(v) for v in y], near_duplicate_threshold)
     say("learning curve")
     curve = _learning_curve(X, y, learning_curve_repeats, random_state)
-    accuracy = float(accuracy_score(y, predicted))
     return EvaluationReport(
         model=model, classification_type="single-label", method=method, n_folds=n_folds, n_examples=len(y),
-        labels=tuple(classes), accuracy=accuracy,
-        macro_f1=float(f1_score(y, predicted, labels=full.classes_, average="macro", zero_division=0)),
-        micro_f1=accuracy, per_label=per_label,
+        labels=tuple(classes), accuracy=scores["accuracy"], macro_f1=scores["macro_f1"],
+        micro_f1=scores["accuracy"], per_label=per_label,
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix),
         n_wrong=int((~correct).sum()), flagged=flagged, near_duplicates=duplicates, learning_curve=curve,
         seconds=time.perf_counter() - started,
     )
 
 
-def _splits(X: np.ndarray, y: np.ndarray | None, *, stratified: bool, random_state: int):
-    """Leave-one-out up to ``LOO_MAX_EXAMPLES``, else (stratified) k-fold."""
+def _splits(X: np.ndarray, y: np.ndarray | None, *, stratified: bool, random_state: int,
+            loo_max: int | None = None):
+    """Leave-one-out up to ``loo_max`` examples (default ``LOO_MAX_EXAMPLES``), else (stratified) k-fold."""
     n = len(X)
-    if n <= LOO_MAX_EXAMPLES:
+    if n <= (LOO_MAX_EXAMPLES if loo_max is None else loo_max):
         return list(LeaveOneOut().split(X)), "leave-one-out", n
     if stratified:
         splitter = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state)
@@ -283,25 +284,10 @@ def _splits(X: np.ndarray, y: np.ndarray | None, *, stratified: bool, random_sta
     return list(KFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state).split(X)), "k-fold", N_FOLDS
 
 
-def _out_of_fold_logits(X: np.ndarray, y: np.ndarray, classes: np.ndarray, splits) -> np.ndarray:
-    """Each example's logits from a head fitted without it (uncalibrated; temperature applied after).
-
-    The head is ``FewShotClassifier``'s logistic regression (same C), warm-started from the
-    previous fold: folds differ by a few rows, so it converges in about half the iterations.
-    """
-    template = FewShotClassifier()
-    index = {label: i for i, label in enumerate(classes)}
-    logits = np.zeros((len(y), len(classes)))
-    warm = LogisticRegression(C=template.C, max_iter=template.max_iter, warm_start=True)
-    for train, test in splits:
-        every_label = len(np.unique(y[train])) == len(classes)
-        lr = warm if every_label else LogisticRegression(C=template.C, max_iter=template.max_iter)
-        lr.fit(X[train], y[train])
-        coef, intercept = _full_logit_weights(lr)
-        fold = np.full((len(test), len(classes)), -1e4)  # a label absent from this fold's training rows
-        fold[:, [index[label] for label in lr.classes_]] = X[test] @ coef.T + intercept
-        logits[test] = fold
-    return logits
+def _label_metrics(labels: Sequence[str], scores: dict) -> tuple[LabelMetrics, ...]:
+    rows = scores["per_label"]
+    return tuple(LabelMetrics(label, rows[label]["precision"], rows[label]["recall"], rows[label]["f1"],
+                              rows[label]["support"]) for label in labels)
 
 
 def _near_duplicates(X: np.ndarray, texts: Sequence[str], labels: Sequence[str],
@@ -380,23 +366,16 @@ def _evaluate_multi_label(examples: list[MultiLabelExample], encoder, model: str
                           started: float) -> EvaluationReport:
     labels = check_multi_label(examples)
     texts = [ex.text for ex in examples]
-    Y = MultiLabelBinarizer(classes=labels).fit_transform([ex.labels for ex in examples])
+    Y = indicator(examples, labels)
     say("embedding")
     X = embed_checked(encoder, texts, truncate=truncate, what="examples").astype(np.float64)
     say("cross-validating")
-    splits, method, n_folds = _splits(X, None, stratified=False, random_state=random_state)
-    proba = np.zeros(Y.shape)
-    for train, test in splits:
-        head = OneVsRestClassifier(LogisticRegression(C=FewShotClassifier().C, max_iter=1000))
-        with warnings.catch_warnings():  # a label absent from a fold: predicted never, as it should be
-            warnings.simplefilter("ignore", UserWarning)
-            head.fit(X[train], Y[train])
-        proba[test] = head.predict_proba(X[test])
-    predicted = (proba >= MULTI_LABEL_THRESHOLD).astype(int)
+    splits, method, n_folds = _splits(X, None, stratified=False, random_state=random_state,
+                                      loo_max=MULTI_LABEL_LOO_MAX_EXAMPLES)
+    proba, predicted = multi_label_out_of_fold(X, Y, labels, splits)
 
-    precision_, recall, f1, support = precision_recall_fscore_support(Y, predicted, zero_division=0)
-    per_label = tuple(LabelMetrics(c, float(p), float(r), float(f), int(s))
-                      for c, p, r, f, s in zip(labels, precision_, recall, f1, support))
+    scores = multi_label_metrics(Y, predicted, labels)
+    per_label = _label_metrics(labels, scores)
     correct = (predicted == Y).all(axis=1)
     # Sureness of a row: its least certain label decision; for the given label set, the product.
     sure = np.where(predicted == 1, proba, 1 - proba).min(axis=1)
@@ -412,9 +391,7 @@ def _evaluate_multi_label(examples: list[MultiLabelExample], encoder, model: str
     duplicates = _near_duplicates(X, texts, [names(row) for row in Y], threshold)
     return EvaluationReport(
         model=model, classification_type="multi-label", method=method, n_folds=n_folds, n_examples=len(texts),
-        labels=tuple(labels), accuracy=float(accuracy_score(Y, predicted)),
-        macro_f1=float(f1_score(Y, predicted, average="macro", zero_division=0)),
-        micro_f1=float(f1_score(Y, predicted, average="micro", zero_division=0)),
-        per_label=per_label, confusion_matrix=(), n_wrong=int((~correct).sum()), flagged=flagged,
+        labels=tuple(labels), accuracy=scores["exact_match"], macro_f1=scores["macro_f1"],
+        micro_f1=scores["micro_f1"], per_label=per_label, confusion_matrix=(), n_wrong=int((~correct).sum()), flagged=flagged,
         near_duplicates=duplicates, learning_curve=(), seconds=time.perf_counter() - started,
     )

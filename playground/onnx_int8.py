@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import sys
@@ -30,11 +31,12 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from .embeddings import READY_MARK, cache_dir, publish_folder
+from ._files import READY_MARK, cache_dir, publish_folder
 
 INT8_DIR = "int8"
 ONNX_NAME = "model.onnx"
@@ -81,7 +83,7 @@ def _stderr(message: str) -> None:
 
 def _require_runtime() -> None:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  - heavy and optional: only when int8 is asked for
     except ImportError as exc:
         raise Int8Unavailable(
             "precision int8 needs ONNX Runtime: pip install onnx==1.23.2 onnxruntime==1.31.1 "
@@ -119,7 +121,7 @@ class OnnxBody:
     """
 
     def __init__(self, folder: Path, *, model_file: str = ONNX_NAME) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # heavy: only once an int8 body is loaded
         from transformers import AutoTokenizer
 
         self.folder = folder
@@ -185,7 +187,7 @@ def _check_pipeline(st) -> None:
 
 def build_int8(path: Path, target: Path, *, progress: Progress | None = _stderr) -> Path:
     """Export, quantise, check and publish the int8 folder for the model in ``path`` at ``target``."""
-    import torch
+    import torch  # heavy: the export needs the torch model, only on the first int8 use
     from sentence_transformers import SentenceTransformer
 
     say = progress or (lambda message: None)
@@ -268,9 +270,7 @@ def build_int8(path: Path, target: Path, *, progress: Progress | None = _stderr)
 
 
 def _quantise(source: Path, target: Path, *, exclude: list[str]) -> None:
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # heavy and optional: only during a build
 
     root = logging.getLogger()
     quiet = [h for h in root.handlers] or [logging.NullHandler()]  # no implicit basicConfig from its hints
@@ -288,7 +288,7 @@ def _quantise(source: Path, target: Path, *, exclude: list[str]) -> None:
 
 def _ffn_down_matmuls(graph: Path, intermediate_size: int) -> list[str]:
     """MatMuls whose weight has ``intermediate_size`` rows: the FFN down-projections after GELU."""
-    import onnx
+    import onnx  # heavy and optional: only during an int8 build
 
     model = onnx.load(str(graph), load_external_data=False)
     rows = {init.name: (init.dims[0] if init.dims else 0) for init in model.graph.initializer}
@@ -309,8 +309,6 @@ def _prune_stale(current: Path, source: str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
     out = {}
     for dist in ("torch", "onnx", "onnxruntime", "transformers", "sentence-transformers"):
         try:
@@ -320,17 +318,4 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def clear_int8_cache() -> int:
-    """Delete every int8 build (they are rebuilt on next use); returns how many were removed."""
-    root = cache_dir() / INT8_DIR
-    if not root.is_dir():
-        return 0
-    removed = 0
-    for folder in root.iterdir():
-        shutil.rmtree(folder, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-__all__ = ["OnnxBody", "Int8Unavailable", "build_int8", "clear_int8_cache", "int8_folder", "load_int8_body",
-           "source_key", "QUANTISATION"]
+__all__ = ["OnnxBody", "Int8Unavailable", "build_int8", "int8_folder", "load_int8_body", "source_key", "QUANTISATION"]

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from .validation import Example, as_examples
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = next((folder for folder in (Path(__file__).resolve().parent.parent / "presets",  # a checkout
+                                          Path(__file__).resolve().parent / "preset_files")  # an installed wheel
+                     if folder.is_dir()), Path(__file__).resolve().parent.parent / "presets")
+"""``presets/`` in a checkout; ``playground/preset_files/`` once installed (pyproject.toml maps one to the other)."""
 DEFAULT_PRESET = "review-sentiment"
 
 

@@ -19,25 +19,25 @@ Settings (environment):
 from __future__ import annotations
 
 import hmac
-import importlib
 import ipaddress
 import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from types import ModuleType
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
-from .embeddings import BASE_MODELS
+from .embeddings import BASE_MODELS, DEFAULT_PRECISION
 from .engine import Classification, classify
+from .store import list_models
 from .validation import Example, ValidationError
 
 log = logging.getLogger("playground.server")
@@ -49,7 +49,6 @@ DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
 """A refused body up to this size is read and dropped so the client gets the 413; past it, the socket is closed."""
 OPEN_PATHS = frozenset({"/health"})
 """Routes that answer without the API key (liveness probes carry no secrets)."""
-API_VERSION = {"api_version": {"version": "1"}}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -317,32 +316,21 @@ def _settings_from_env() -> tuple[str | None, int]:
     return api_key, int(raw)
 
 
-def _store() -> ModuleType | None:
-    """``playground.store``, or ``None`` when this install has none (an error inside it still raises)."""
-    try:
-        return importlib.import_module(f"{__package__}.store")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.store":
-            raise
-        return None
-
-
 def _custom_models() -> list[ModelEntry]:
-    store = _store()
-    if store is None:  # no model store in this install: only base models are served
-        return []
     entries = []
-    for info in store.list_models():
+    for info in list_models():
         data = {k: v for k, v in info.to_dict().items() if k not in ("name", "type", "labels")}
         entries.append(ModelEntry(name=info.name, type=info.type, labels=list(info.labels), **data))
     return entries
 
 
-def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None, preload: bool = True) -> FastAPI:
+def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None, preload: bool = True,
+               precision: str = DEFAULT_PRECISION) -> FastAPI:
     """The API, configured from the arguments or else from the environment.
 
     ``preload`` loads the small model at start-up, so the first request is not the slow one
-    and ``/health`` answers only once the server can classify.
+    and ``/health`` answers only once the server can classify. ``precision`` is the encoders'
+    for every request (``auto``: ``$CLASSIFY_PRECISION``, else bf16 where the CPU has it).
     """
     env_key, env_max = _settings_from_env()
     api_key = env_key if api_key is None else (api_key or None)  # "" turns auth off whatever the env says
@@ -351,9 +339,7 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if preload:
-            from starlette.concurrency import run_in_threadpool
-
-            await run_in_threadpool(_warm_up)
+            await run_in_threadpool(_warm_up, precision)
         yield
 
     app = FastAPI(
@@ -429,7 +415,7 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
                     f"or use model small or large to classify from examples"
                 )
             examples = None
-        results = classify(request.inputs, examples, model, truncate=request.truncate or "END")
+        results = classify(request.inputs, examples, model, truncate=request.truncate or "END", precision=precision)
         return ClassifyResponse(id=str(uuid.uuid4()), classifications=[to_cohere(r) for r in results])
 
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
@@ -442,8 +428,6 @@ def _require_custom_model(name: str, *, check_name: bool) -> None:
     Without examples the store's own ``UnknownModelError`` (a ``LookupError``) gives the 404,
     so the listing is read only when examples came along and would otherwise be the complaint.
     """
-    if _store() is None:
-        raise LookupError(f"model {name!r} not found: this server has no custom models; use small or large")
     if check_name and name not in {entry.name for entry in _custom_models()}:
         raise LookupError(f"model {name!r} not found: use small, large or a custom model listed by GET /v1/models")
 
@@ -451,9 +435,9 @@ def _require_custom_model(name: str, *, check_name: bool) -> None:
 WARM_UP_EXAMPLES = [Example("good", "a"), Example("great", "a"), Example("bad", "b"), Example("awful", "b")]
 
 
-def _warm_up() -> None:
+def _warm_up(precision: str = DEFAULT_PRECISION) -> None:
     """One tiny request through the engine: loads the small encoder exactly as requests will use it."""
-    classify(["warm up"], WARM_UP_EXAMPLES, "small")
+    classify(["warm up"], WARM_UP_EXAMPLES, "small", precision=precision)
 
 
 def bind_warning(host: str, api_key: str | None) -> str | None:
@@ -470,12 +454,12 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
             f"Set {API_KEY_ENV} to require Authorization: Bearer <key>, or bind to 127.0.0.1")
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, *, precision: str = DEFAULT_PRECISION) -> None:
     """Run the API with uvicorn (one process; requests share one encoder per model)."""
-    import uvicorn
+    import uvicorn  # only when serving: tests build the app without it
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    app = create_app()
+    app = create_app(precision=precision)
     warning = bind_warning(host, os.environ.get(API_KEY_ENV))
     if warning:
         log.warning(warning)

@@ -6,9 +6,9 @@ commit; this module only says what one Python worker does with one Arrow batch.
 
 How the work is split, and why:
 
-- **Driver, once.** Few-shot examples are embedded and the classifier fitted here
-  (``engine.fit_few_shot``); a custom model's config and head are read and checked here
-  (``store.check_model_folder``). What goes to the executors is a ``ShippedModel``: JSON text
+- **Driver, once.** ``engine.get_classifier`` (the call ``classify`` and bulk make) fits the
+  few-shot examples or loads the custom model here, so every check runs before a job starts.
+  What goes to the executors is a ``ShippedModel``: JSON text
   plus the head's arrays as safetensors bytes (a few hundred KB at most), never a pickled torch
   or scikit-learn object. A custom model's tuned body (a folder of safetensors) is handed to
   ``SparkContext.addFile`` so executors on other machines get a copy.
@@ -17,7 +17,7 @@ How the work is split, and why:
   workers across tasks: ``spark.python.worker.reuse`` is true by default). ``diagnostics=True``
   adds the worker's pid, its encoder-load count and peak RSS to every row, to check that.
 - **Each Arrow batch.** ``mapInPandas`` hands the worker ``spark.sql.execution.arrow.maxRecordsPerBatch``
-  rows; they go through ``store.CustomModel.classify`` (embed → head → ``single_label_results``
+  rows; they go through ``engine.CustomModel.classify`` (embed → head → ``single_label_results``
   / ``multi_label_results``), the very code a single machine runs, via ``bulk``'s per-row error
   handling. Batches differ from the single-machine ones, so the last digits of a confidence
   may move (measured ≤ 1e-3); predictions do not.
@@ -34,10 +34,14 @@ never fails on them. A missing text column fails before any job starts, naming t
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import resource
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -46,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 try:
     import pandas as pd
@@ -57,19 +63,19 @@ except ImportError as exc:  # pragma: no cover - exercised by the CLI's message
         f"playground.spark needs pyspark ({exc}): pip install -r requirements-spark.txt (Spark 4 also needs Java 17+)"
     ) from exc
 
-from .embeddings import BASE_MODELS, DEFAULT_PRECISION, PRECISIONS, get_encoder, is_loaded, resolve_precision
+from .bulk import MULTI_LABEL_JOIN, classify_chunk, unique_column
+from .embeddings import DEFAULT_PRECISION, OFFLINE_ENV, PRECISIONS, get_encoder, is_loaded, resolve_precision
+from .engine import Classification, CustomModel, FewShotModel, get_classifier, load_folder
+from .store import BODY_DIR, CONFIG_NAME
 from .validation import ExampleLike, ValidationError, check_truncate
 
 PREDICTION_COLUMN = "prediction"
 CONFIDENCE_COLUMN = "confidence"
 CONFIDENCES_COLUMN = "confidences"
 ERROR_COLUMN = "error"
-DIAGNOSTIC_COLUMNS = ("_worker_pid", "_encoder_loads", "_worker_rss_mb")
 NULL_TEXT = "null text"
-EMPTY_TEXT = "empty text"
 DEFAULT_MASTER = "local[2]"
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-              "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+WORKER_ENV = {**OFFLINE_ENV, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 """Set on every executor: models load offline, and one "Loading weights" bar per worker stays out of the log."""
 
 
@@ -122,59 +128,40 @@ class ShippedModel:
 
 
 def _safetensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    from safetensors.numpy import save
-
-    return save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
-
-
-def _custom_folder(model: str | os.PathLike, directory: Path | None) -> Path:
-    """A saved model by name (in ``directory`` / the models folder) or by the path of its folder."""
-    from .store import CONFIG_NAME, _folder
-
-    path = Path(model)
-    if isinstance(model, os.PathLike) or (("/" in str(model) or os.sep in str(model)) and path.is_dir()):
-        if not (path / CONFIG_NAME).is_file():
-            raise ValidationError(f"{path} is not a saved model folder: {CONFIG_NAME} is missing")
-        return path.resolve()
-    return _folder(str(model), directory)
+    return save_safetensors({k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
 
 def prepare_model(examples: Iterable[ExampleLike] | None = None, model: str | os.PathLike = "small", *,
                   truncate: str = "END", precision: str = DEFAULT_PRECISION,
                   directory: Path | None = None) -> ShippedModel:
-    """Fit (few-shot) or read (custom model) on the driver, once; return the state to ship.
+    """Fit (few-shot) or load (custom model) on the driver, once; return the state to ship.
 
-    ``examples`` with ``model="small"`` / ``"large"`` fits the few-shot classifier exactly as
-    ``classify`` does (same cache, same encoder); without examples, ``model`` is a saved
-    model's name or folder path. Raises the engine's ``ValidationError`` / ``UnknownModelError``.
+    The classifier comes from ``engine.get_classifier``, exactly as ``classify`` and bulk get
+    theirs (same rules, same cache, same messages); ``model`` may also be the path of a saved
+    model's folder. Raises the engine's ``ValidationError`` / ``UnknownModelError``.
     """
     truncate = check_truncate(truncate)
     resolved = resolve_precision(precision)
-    if examples is not None:
-        from .engine import fit_few_shot
+    if examples is None and _is_folder_path(model):
+        path = Path(model)
+        if not (path / CONFIG_NAME).is_file():
+            raise ValidationError(f"{path} is not a saved model folder: {CONFIG_NAME} is missing")
+        classifier: FewShotModel | CustomModel = load_folder(path.resolve(), precision=resolved)
+    else:
+        classifier = get_classifier(examples, str(model), truncate=truncate, precision=resolved, directory=directory)
+    head = classifier.head
+    # float64 as fitted or loaded (to_arrays would round to float32): the executors compute what the driver would
+    arrays = _safetensors_bytes({"coef": head.coef_, "intercept": head.intercept_})
+    if isinstance(classifier, FewShotModel):
+        return ShippedModel("few-shot", json.dumps(classifier.config), arrays, classifier.model, resolved, truncate)
+    body = classifier.folder / BODY_DIR
+    return ShippedModel("custom", json.dumps(classifier.config), arrays, str(body), resolved, truncate)
 
-        if not isinstance(model, str) or model not in BASE_MODELS:
-            raise ValidationError(f"model {str(model)!r} does not take examples: choose one of {', '.join(BASE_MODELS)}, "
-                                  "or name a custom model without examples")
-        fitted = fit_few_shot(examples, model, truncate=truncate, precision=resolved)
-        clf = fitted.classifier
-        config = {"type": "single-label", "base_model": model, "labels": fitted.labels, "head": clf.to_config()}
-        # float64 as fitted (to_arrays would round to float32): the executors compute what the driver would
-        head = _safetensors_bytes({"coef": clf.coef_, "intercept": clf.intercept_})
-        return ShippedModel("few-shot", json.dumps(config), head, model, resolved, truncate)
-    if isinstance(model, str) and model in BASE_MODELS:
-        raise ValidationError(f"model {model!r} needs examples: give at least 2 examples for each of at least 2 labels, "
-                              "or name a custom model")
-    from safetensors.numpy import load_file
 
-    from .store import BODY_DIR, HEAD_NAME, check_model_folder, make_head
-
-    folder = _custom_folder(model, directory)
-    config = check_model_folder(folder)
-    arrays = load_file(str(folder / HEAD_NAME))
-    make_head(config, arrays)  # fails here, on the driver, if the head does not fit its config
-    return ShippedModel("custom", json.dumps(config), _safetensors_bytes(arrays), str(folder / BODY_DIR), resolved,
-                        truncate)
+def _is_folder_path(model: str | os.PathLike) -> bool:
+    """A model given as a folder path rather than a name: a path object, or a string with a slash naming a folder."""
+    text = str(model)
+    return isinstance(model, os.PathLike) or (("/" in text or os.sep in text) and Path(text).is_dir())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +169,8 @@ def prepare_model(examples: Iterable[ExampleLike] | None = None, model: str | os
 
 
 _WORKER_LOCK = threading.Lock()
-_WORKER_MODELS: dict[str, Any] = {}
+_WORKER_MODELS: dict[str, tuple[CustomModel, str]] = {}
+"""Per Python process: the ready model of each shipped state, and where its encoder came from."""
 ENCODER_LOADS: dict[str, int] = {}
 """Per Python process and encoder: how often it was loaded from disk (1 when workers reuse it)."""
 
@@ -199,36 +187,30 @@ def _body_path(shipped: ShippedModel) -> Path:
     return Path(shipped.encoder)
 
 
-def worker_model(shipped: ShippedModel):
-    """The ready classifier for ``shipped`` in this process: built on the first batch, then reused.
+def worker_model(shipped: ShippedModel) -> tuple[CustomModel, str]:
+    """The ready classifier for ``shipped`` in this process, built on the first batch, then reused.
 
-    It is a ``store.CustomModel`` for both kinds (a few-shot head saved the way a custom model's
-    is), so ``classify`` runs exactly the single-machine code.
+    It is an ``engine.CustomModel`` for both kinds (a few-shot head in a custom model's shape),
+    so ``classify`` runs exactly the single-machine code. Returned with its encoder's source.
     """
-    from safetensors.numpy import load as load_safetensors
-
-    from .store import CustomModel
-
     key = shipped.key
     with _WORKER_LOCK:
-        model = _WORKER_MODELS.get(key)
-        if model is not None:
-            return model
+        ready = _WORKER_MODELS.get(key)
+        if ready is not None:
+            return ready
         source: str | Path = shipped.encoder if shipped.kind == "few-shot" else _body_path(shipped)
         if not is_loaded(source, shipped.precision):
             loaded = f"{source}|{shipped.precision}"
             ENCODER_LOADS[loaded] = ENCODER_LOADS.get(loaded, 0) + 1
         encoder = get_encoder(source, precision=shipped.precision)
-        config = shipped.config
-        model = CustomModel(Path(config.get("name") or "few-shot"), config, load_safetensors(shipped.head), encoder)
-        model.encoder_source = str(source)
-        _WORKER_MODELS[key] = model
-        return model
+        model = CustomModel.from_saved(shipped.config, load_safetensors(shipped.head), encoder)
+        _WORKER_MODELS[key] = ready = (model, str(source))
+        return ready
 
 
 def _set_torch_threads() -> None:
     """One task, ``spark.task.cpus`` threads: two workers on two cores must not each take both."""
-    import torch
+    import torch  # heavy: only inside a Python worker, which loads it for the encoder anyway
 
     context = TaskContext.get()
     cpus = int(context.cpus()) if context is not None else 0
@@ -237,8 +219,6 @@ def _set_torch_threads() -> None:
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
@@ -249,10 +229,7 @@ def classify_batch(shipped: ShippedModel, pdf: pd.DataFrame, text_column: str, n
     Null and blank texts, and texts the model refuses (``truncate="NONE"``), get an ``error``
     and nulls; every other row a result. Also usable without Spark, on any pandas frame.
     """
-    from .bulk import MULTI_LABEL_JOIN, classify_chunk
-    from .engine import Classification
-
-    model = worker_model(shipped)
+    model, source = worker_model(shipped)
     raw = pdf[text_column].tolist()
     texts = ["" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text) for text in raw]
     results = classify_chunk(model, texts, shipped.truncate)
@@ -276,7 +253,7 @@ def classify_batch(shipped: ShippedModel, pdf: pd.DataFrame, text_column: str, n
     out[names[ERROR_COLUMN]] = pd.Series(errors, index=pdf.index, dtype=object)
     if diagnostics:
         out["_worker_pid"] = os.getpid()
-        out["_encoder_loads"] = ENCODER_LOADS.get(f"{model.encoder_source}|{shipped.precision}", 0)
+        out["_encoder_loads"] = ENCODER_LOADS.get(f"{source}|{shipped.precision}", 0)
         out["_worker_rss_mb"] = _peak_rss_mb()
     return out
 
@@ -300,10 +277,8 @@ def _batches_fn(shipped: ShippedModel, text_column: str, names: dict[str, str], 
 
 def result_names(columns: Iterable[str]) -> dict[str, str]:
     """The added columns' names; one already taken by the input gets ``_1`` (``_2`` …), as in bulk."""
-    from .bulk import _unique
-
     taken = set(columns)
-    return {name: _unique(name, taken) for name in (PREDICTION_COLUMN, CONFIDENCE_COLUMN, CONFIDENCES_COLUMN,
+    return {name: unique_column(name, taken) for name in (PREDICTION_COLUMN, CONFIDENCE_COLUMN, CONFIDENCES_COLUMN,
                                                     ERROR_COLUMN)}
 
 
@@ -328,10 +303,6 @@ def _ship_body(spark: SparkSession, shipped: ShippedModel) -> ShippedModel:
     """
     if shipped.kind != "custom" or shipped.body_file:
         return shipped
-    import atexit
-    import shutil
-    import tempfile
-
     body = Path(shipped.encoder)
     name = f"{body.parent.name}-{hashlib.sha256(str(body).encode()).hexdigest()[:12]}"
     with _WORKER_LOCK:

@@ -1,4 +1,6 @@
-"""Saved custom models on disk: atomic save, list, load, rename, delete. No pickle anywhere.
+"""Saved custom models on disk: names, list, read, atomic save, rename, delete, the training lock. No pickle.
+
+Only files: turning a folder into a model that classifies is ``engine.load_model``'s job.
 
 One folder per model in the models directory (``$CLASSIFY_MODELS_DIR``, default ``./models``)::
 
@@ -21,17 +23,18 @@ import struct
 import threading
 import unicodedata
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
-from .embeddings import BASE_MODELS, DEFAULT_PRECISION, forget_encoder, get_encoder, resolve_precision
-from .engine import Classification, embed_checked, multi_label_results, single_label_results
-from .validation import ValidationError, check_truncate
+from ._files import now_iso
+from .embeddings import BASE_MODELS, forget_encoder
+from .validation import CLASSIFICATION_TYPES, ValidationError
 
 MODELS_DIR_ENV = "CLASSIFY_MODELS_DIR"
 SCHEMA_VERSION = 1
@@ -39,11 +42,9 @@ CONFIG_NAME = "config.json"
 HEAD_NAME = "head.safetensors"
 BODY_DIR = "body"
 TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".training.lock"
 MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
-
-ModelType = Literal["single-label", "multi-label"]
-MODEL_TYPES: tuple[str, ...] = ("single-label", "multi-label")
 
 
 class UnknownModelError(LookupError):
@@ -52,6 +53,10 @@ class UnknownModelError(LookupError):
 
 class BrokenModelError(LookupError):
     """A model folder exists but cannot be used; the message names the missing or bad file."""
+
+
+class TrainingBusyError(RuntimeError):
+    """Another training is running (one at a time per machine's models folder)."""
 
 
 def models_dir() -> Path:
@@ -156,7 +161,7 @@ def _read_config(folder: Path) -> dict:
             f"{CONFIG_NAME} in {folder} has schema_version {config['schema_version']!r}; "
             f"this version reads {SCHEMA_VERSION}: retrain the model"
         )
-    if config["type"] not in MODEL_TYPES:
+    if config["type"] not in CLASSIFICATION_TYPES:
         raise BrokenModelError(f"{CONFIG_NAME} in {folder} has an unknown type {config['type']!r}")
     if config["type"] == "multi-label":
         thresholds = config.get("thresholds") or {}
@@ -233,7 +238,8 @@ def model_names(directory: Path | None = None) -> list[str]:
     return [info.name for info in list_models(directory) if info.status == "ok"]
 
 
-def _folder(name: str, directory: Path | None = None) -> Path:
+def model_folder(name: str, directory: Path | None = None) -> Path:
+    """The folder of the saved model ``name``; ``UnknownModelError`` listing the models there if none."""
     directory = directory or models_dir()
     try:
         validate_model_name(name)
@@ -253,121 +259,65 @@ def _unknown_message(name: str, directory: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Loading
+# Reading
 
 
-class CustomModel:
-    """A saved model, ready to classify texts without examples.
+@dataclass(frozen=True)
+class SavedModel:
+    """A checked model folder as read from disk: its config and its head's arrays (the body stays a path)."""
 
-    >>> model = load_model("support-topics")
-    >>> model.classify(["Where is my parcel?"])[0].prediction
-    """
-
-    def __init__(self, folder: Path, config: dict, head: dict[str, np.ndarray], encoder) -> None:
-        self.folder = folder
-        self.config = config
-        self.info = ModelInfo.from_config(folder.name, config)
-        self.encoder = encoder
-        self.labels: list[str] = list(config["labels"])
-        self.thresholds: dict[str, float] = {k: float(v) for k, v in (config.get("thresholds") or {}).items()}
-        self.head = make_head(config, head)
+    folder: Path
+    config: dict
+    head_arrays: dict[str, np.ndarray]
 
     @property
-    def type(self) -> str:
-        return self.info.type
-
-    def embed(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> np.ndarray:
-        return embed_checked(self.encoder, texts, truncate=check_truncate(truncate), batch_size=batch_size)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Per-label probabilities on embeddings, columns in ``self.labels`` order."""
-        return self.head.predict_proba(X)
-
-    def classify(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> list[Classification]:
-        texts = list(texts)
-        if not texts:
-            return []
-        proba = self.predict_proba(self.embed(texts, truncate=truncate, batch_size=batch_size))
-        if self.type == "multi-label":
-            return multi_label_results(texts, self.labels, proba, self.thresholds)
-        return single_label_results(texts, self.labels, proba)
+    def body(self) -> Path:
+        return self.folder / BODY_DIR
 
 
-def make_head(config: Mapping[str, Any], arrays: dict[str, np.ndarray]):
-    """The head object from its saved config and arrays (no code runs from the files)."""
-    from .classifier import FewShotClassifier
-
-    try:
-        if config["type"] == "single-label":
-            head = FewShotClassifier.from_saved(config["head"], arrays)
-            if [str(c) for c in head.classes_] != list(config["labels"]):
-                raise ValueError(f"head classes {list(head.classes_)} differ from labels {config['labels']}")
-            return head
-        from .training import MultiLabelHead
-
-        return MultiLabelHead.from_saved(config["head"], arrays)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BrokenModelError(f"the head of model {config.get('name')!r} does not match its config: {exc}") from None
-
-
-_MODELS: dict[tuple[str, str], tuple[tuple, CustomModel]] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _stamp(folder: Path) -> tuple:
-    return (folder.stat().st_mtime_ns, (folder / CONFIG_NAME).stat().st_mtime_ns)
-
-
-def load_model(name: str, *, precision: str = DEFAULT_PRECISION, directory: Path | None = None) -> CustomModel:
-    """A saved model by name, cached per process (reloaded when its folder changes).
+def read_model(name: str, directory: Path | None = None) -> SavedModel:
+    """Check every file of the model ``name`` and read its config and head.
 
     Raises ``UnknownModelError`` listing the available models, or ``BrokenModelError`` naming
     the missing or corrupt file.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    return read_folder(model_folder(name, directory))
 
-    folder = _folder(name, directory)
-    key = (str(folder.resolve()), resolve_precision(precision))
-    try:
-        stamp = _stamp(folder)
-    except FileNotFoundError:
-        stamp = ()
-    with _MODELS_LOCK:
-        cached = _MODELS.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
+
+def read_folder(folder: Path) -> SavedModel:
+    """``read_model`` for a folder given by its path."""
     config = check_model_folder(folder)
-    if cached is not None:  # the folder changed (retrained or replaced): drop the old body's encoder
-        forget_encoder(folder / BODY_DIR)
     try:
         arrays = load_file(str(folder / HEAD_NAME))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BrokenModelError(f"{HEAD_NAME} in {folder} could not be read ({exc})") from None
+    return SavedModel(folder, config, arrays)
+
+
+def folder_stamp(folder: Path) -> tuple:
+    """Changes whenever the folder is replaced or its config rewritten (a loaded model is then stale)."""
     try:
-        encoder = get_encoder(folder / BODY_DIR, precision=precision)
-    except Exception as exc:  # noqa: BLE001 - any failure to load the body makes the model unusable; say which
-        raise BrokenModelError(f"the tuned body in {folder / BODY_DIR} could not be loaded: {exc}") from None
-    model = CustomModel(folder, config, arrays, encoder)
-    with _MODELS_LOCK:
-        _MODELS[key] = (stamp, model)
-    return model
+        return (folder.stat().st_mtime_ns, (folder / CONFIG_NAME).stat().st_mtime_ns)
+    except FileNotFoundError:
+        return ()
 
 
-def _forget(folder: Path) -> None:
-    resolved = str(folder.resolve())
-    with _MODELS_LOCK:
-        for key in [k for k in _MODELS if k[0] == resolved]:
-            del _MODELS[key]
+_LISTENERS: list[Callable[[Path], None]] = []
+
+
+def on_change(listener: Callable[[Path], None]) -> None:
+    """Call ``listener(folder)`` whenever a model folder is saved, renamed or deleted (a cache drops it)."""
+    _LISTENERS.append(listener)
+
+
+def _changed(folder: Path) -> None:
     forget_encoder(folder / BODY_DIR)
+    for listener in _LISTENERS:
+        listener(folder)
 
 
 # ----------------------------------------------------------------------------------------------
 # Saving, renaming, deleting
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
 def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray],
@@ -377,8 +327,6 @@ def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray]
     ``write_body(path)`` saves the tuned sentence-transformer into ``path`` (``model.save``).
     Refuses to replace an existing model: delete or rename it first.
     """
-    from safetensors.numpy import save_file
-
     validate_model_name(name)
     directory = directory or models_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -402,7 +350,7 @@ def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray]
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    _forget(target)
+    _changed(target)
     return ModelInfo.from_config(name, config)
 
 
@@ -425,8 +373,8 @@ def remove_leftovers(directory: Path | None = None) -> list[str]:
 
 def delete_model(name: str, directory: Path | None = None) -> None:
     """Remove a model folder (broken ones too). Renamed aside first, so a crash never leaves half."""
-    folder = _folder(name, directory)
-    _forget(folder)
+    folder = model_folder(name, directory)
+    _changed(folder)
     trash = folder.parent / f"{TEMP_PREFIX}deleted-{name}-{uuid.uuid4().hex[:8]}"
     os.rename(folder, trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -434,12 +382,12 @@ def delete_model(name: str, directory: Path | None = None) -> None:
 
 def rename_model(old: str, new: str, directory: Path | None = None) -> ModelInfo:
     """Rename a model (folder and the name in its config)."""
-    folder = _folder(old, directory)
+    folder = model_folder(old, directory)
     validate_model_name(new)
     target = folder.parent / new
     if target.exists():
         raise ValidationError(f"a model named {new!r} already exists: pick another name or delete that one")
-    _forget(folder)
+    _changed(folder)
     os.rename(folder, target)
     config_path = target / CONFIG_NAME
     try:
@@ -451,3 +399,77 @@ def rename_model(old: str, new: str, directory: Path | None = None) -> ModelInfo
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
         pass  # a broken model keeps its (broken) config; list_models still reports why
     return next(info for info in list_models(folder.parent) if info.name == new)
+
+
+# ----------------------------------------------------------------------------------------------
+# One training at a time
+
+
+_PROCESS_LOCK = threading.Lock()
+_RUNNING: dict[str, Any] = {}
+
+
+class TrainingLock:
+    """A process-wide lock plus a lock file in the models folder (other processes: CLI, page, server)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.path = directory / LOCK_NAME
+        self.name = name
+
+    def __enter__(self) -> TrainingLock:
+        if not _PROCESS_LOCK.acquire(blocking=False):
+            raise TrainingBusyError(_busy_message(_RUNNING))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_file()
+        except BaseException:
+            _PROCESS_LOCK.release()
+            raise
+        _RUNNING.update(name=self.name, started=now_iso(), pid=os.getpid())
+        return self
+
+    def _take_file(self) -> None:
+        record = json.dumps({"pid": os.getpid(), "name": self.name, "started": now_iso()})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(self.path.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                    other = {}
+                if _alive(other.get("pid")):
+                    raise TrainingBusyError(_busy_message(other)) from None
+                self.path.unlink(missing_ok=True)  # left by a process that died: stale
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+            return
+        raise TrainingBusyError(f"could not take the training lock {self.path}; delete it if no training is running")
+
+    def __exit__(self, *exc: object) -> None:
+        _RUNNING.clear()
+        self.path.unlink(missing_ok=True)
+        _PROCESS_LOCK.release()
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _busy_message(running: dict) -> str:
+    what = f" (model {running['name']!r}, started {running.get('started', '?')})" if running.get("name") else ""
+    return f"a training is already running{what}: wait for it to finish or cancel it, then try again"
+
+
+def is_training() -> bool:
+    """Whether this process is training now (the page disables its Train button)."""
+    return _PROCESS_LOCK.locked()

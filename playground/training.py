@@ -3,8 +3,10 @@
 SetFit (Tunstall et al., 2022) in two steps: (1) contrastive fine-tuning of the sentence
 encoder on pairs drawn from the examples (same label → cosine 1, different → 0;
 ``CosineSimilarityLoss``, SetFit's default), (2) a classification head on the tuned
-embeddings: the few-shot ``FewShotClassifier`` for single-label data, one-vs-rest logistic
-regression with a per-label threshold for multi-label data.
+embeddings: the few-shot ``FewShotClassifier`` for single-label data, ``MultiLabelHead``
+(one-vs-rest logistic regression with a per-label threshold) for multi-label data; both live in
+``classifier.py``, scores in ``metrics.py``, the folder and the training lock in ``store.py``.
+This module imports the store, never the engine.
 
 Why not the ``setfit`` library: setfit 1.2.0 runs with our pins only once ``datasets``,
 ``evaluate`` and ``accelerate`` and a dozen of their dependencies are added (the benchmark does
@@ -20,11 +22,8 @@ default would draw 40 pairs per example (8,000 for 200 examples).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,22 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
-from sklearn.utils.validation import check_is_fitted
+from sklearn.model_selection import train_test_split
 
-from .classifier import FewShotClassifier
-from .data import DataFileError, MultiLabelExample, decode_text, read_examples_csv, read_multilabel_jsonl
+from ._files import now_iso
+from .classifier import FewShotClassifier, Head, MultiLabelHead, indicator
+from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_examples_csv, read_multilabel_jsonl
 from .embeddings import BASE_MODELS, get_encoder, model_path
-from .store import (
-    ModelInfo,
-    models_dir,
-    now_iso,
-    remove_leftovers,
-    save_model,
-    validate_model_name,
-)
+from .metrics import multi_label_metrics, single_label_metrics
+from .store import ModelInfo, TrainingLock, models_dir, remove_leftovers, save_model, validate_model_name
 from .validation import ValidationError, as_example
 
 MIN_TRAIN_EXAMPLES = 40
@@ -57,11 +48,6 @@ MIN_TRAIN_LABELS = 2
 MIN_TRAIN_PER_LABEL = 5
 SETFIT_PAIRS_PER_EXAMPLE = 40
 """SetFit's default (20 iterations × a positive and a negative pair per example), before the cap."""
-LOCK_NAME = ".training.lock"
-
-
-class TrainingBusyError(RuntimeError):
-    """Another training is running (one at a time per machine's models folder)."""
 
 
 class TrainingCancelled(RuntimeError):
@@ -184,15 +170,15 @@ class TrainingData:
 def load_training_data(data: Any, *, multi_label: bool | None = None, what: str = "training") -> TrainingData:
     """Read a CSV / JSONL path, bytes or an in-memory list into ``TrainingData``.
 
-    ``multi_label=None`` decides from the file suffix (``.jsonl`` / ``.json`` → multi-label) or
-    from the list's items (``MultiLabelExample`` → multi-label).
+    ``multi_label=None`` decides from the file suffix (``data.is_jsonl``: ``.jsonl`` / ``.json`` /
+    ``.ndjson`` → multi-label) or from the list's items (``MultiLabelExample`` → multi-label).
     """
     if isinstance(data, (str, Path, bytes)):
         path = None if isinstance(data, bytes) else Path(data)
         if multi_label is None:
             if path is None:
                 raise ValidationError(f"{what} data given as bytes: say multi_label=True (JSONL) or False (CSV)")
-            multi_label = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+            multi_label = is_jsonl(path.name)
         raw = data if path is None else (path.read_bytes() if path.is_file() else b"")
         if path is not None and not path.is_file():
             raise DataFileError(f"{what} file not found: {path}")
@@ -400,8 +386,10 @@ def tune_body(data: TrainingData, base_model: str, settings: TrainingSettings, *
     """Contrastive fine-tuning of a fresh copy of the base encoder; returns the tuned ``SentenceTransformer``.
 
     A fresh copy, never the shared encoder of ``get_encoder``, which other users keep using.
+    The one place that tunes: ``train`` only needs a ``SentenceTransformer`` back, so another
+    tuning method can replace this function without touching the rest of the module.
     """
-    import torch
+    import torch  # heavy: loaded when a training starts, not when the package is imported
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
@@ -459,244 +447,22 @@ def embed_with(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# The multi-label head
+# The head on tuned embeddings, and its scores
 
 
-class MultiLabelHead(BaseEstimator):
-    """One-vs-rest logistic regression with a threshold per label, chosen on the training data.
-
-    Each threshold maximises that label's F1 on out-of-fold probabilities of the training
-    examples (in-sample probabilities after tuning are near 0 or 1 and would say nothing).
-    ``fit(X, Y)`` takes an indicator matrix ``Y`` of shape ``(n_samples, n_labels)``.
-
-    >>> head = MultiLabelHead(labels=["biology", "physics"]).fit(X, Y)
-    >>> head.predict_proba(X_new)  # (n_inputs, 2), each column on its own
-    """
-
-    def __init__(self, labels: Sequence[str] | None = None, *, C: float = 10.0, max_iter: int = 1000) -> None:
-        self.labels = labels
-        self.C = C
-        self.max_iter = max_iter
-
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> MultiLabelHead:
-        X = np.asarray(X, dtype=np.float64)
-        Y = np.asarray(Y, dtype=int)
-        if Y.ndim != 2 or len(X) != len(Y):
-            raise ValueError(f"Y must be an indicator matrix with one row per row of X: X {X.shape}, Y {Y.shape}")
-        labels = list(self.labels) if self.labels is not None else [str(i) for i in range(Y.shape[1])]
-        if len(labels) != Y.shape[1]:
-            raise ValueError(f"labels has {len(labels)} names for {Y.shape[1]} columns of Y")
-        coefs, intercepts, thresholds = [], [], []
-        for k, label in enumerate(labels):
-            y = Y[:, k]
-            pos = int(y.sum())
-            if pos == 0 or pos == len(y):
-                raise ValueError(f"label {label!r} is on {'no' if pos == 0 else 'every'} training example; "
-                                 "it needs examples with and without it")
-            lr = self._new_lr().fit(X, y)
-            coefs.append(lr.coef_[0])
-            intercepts.append(lr.intercept_[0])
-            thresholds.append(self._threshold(X, y))
-        self.classes_ = np.array(labels, dtype=object)
-        self.coef_ = np.vstack(coefs)
-        self.intercept_ = np.array(intercepts)
-        self.thresholds_ = np.array(thresholds)
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def _new_lr(self) -> LogisticRegression:
-        return LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced")
-
-    def _threshold(self, X: np.ndarray, y: np.ndarray) -> float:
-        folds = min(5, int(y.sum()), int(len(y) - y.sum()))
-        if folds < 2:
-            return 0.5
-        oof = np.zeros(len(y))
-        for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=0).split(X, y):
-            oof[test] = self._new_lr().fit(X[train], y[train]).predict_proba(X[test])[:, 1]
-        candidates = np.unique(np.concatenate([[0.5], (np.sort(oof)[1:] + np.sort(oof)[:-1]) / 2]))
-        best, best_key = 0.5, (-1.0, 0.0)
-        for t in candidates:
-            pred = oof >= t
-            tp = int((pred & (y == 1)).sum())
-            f1 = 2 * tp / max(1, int(pred.sum()) + int(y.sum()))
-            key = (round(f1, 9), -abs(t - 0.5))
-            if key > best_key:
-                best, best_key = float(t), key
-        return float(np.clip(best, 0.01, 0.99))
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "coef_", msg="This MultiLabelHead is not fitted yet: call fit(X, Y) first.")
-        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Indicator matrix: 1 where a label's probability reaches its threshold."""
-        return (self.predict_proba(X) >= self.thresholds_).astype(int)
-
-    @property
-    def thresholds(self) -> dict[str, float]:
-        check_is_fitted(self, "thresholds_")
-        return {str(label): float(t) for label, t in zip(self.classes_, self.thresholds_)}
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        check_is_fitted(self, "coef_")
-        return {"coef": self.coef_.astype(np.float32), "intercept": self.intercept_.astype(np.float32)}
-
-    def to_config(self) -> dict[str, Any]:
-        check_is_fitted(self, "coef_")
-        return {"C": self.C, "classes": [str(c) for c in self.classes_], "thresholds": self.thresholds}
-
-    @classmethod
-    def from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> MultiLabelHead:
-        labels = list(config["classes"])
-        head = cls(labels=labels, C=float(config["C"]))
-        head.classes_ = np.array(labels, dtype=object)
-        head.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
-        head.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
-        head.thresholds_ = np.array([float(config["thresholds"][label]) for label in labels])
-        if head.coef_.ndim != 2 or head.coef_.shape[0] != len(labels) or head.intercept_.shape != (len(labels),):
-            raise ValueError(f"saved head does not match its labels: coef {head.coef_.shape}, "
-                             f"intercept {head.intercept_.shape}, {len(labels)} labels")
-        head.n_features_in_ = head.coef_.shape[1]
-        return head
-
-
-def indicator(examples: Sequence[MultiLabelExample], labels: Sequence[str]) -> np.ndarray:
-    index = {label: k for k, label in enumerate(labels)}
-    Y = np.zeros((len(examples), len(labels)), dtype=int)
-    for i, e in enumerate(examples):
-        for label in e.labels:
-            if label in index:
-                Y[i, index[label]] = 1
-    return Y
-
-
-def fit_head(data: TrainingData, X: np.ndarray):
+def fit_head(data: TrainingData, X: np.ndarray) -> Head:
+    """``FewShotClassifier`` for single-label data, ``MultiLabelHead`` for multi-label (classifier.py)."""
     if data.multi_label:
         labels = data.labels
         return MultiLabelHead(labels=labels).fit(X, indicator(data.examples, labels))
     return FewShotClassifier().fit(X, [e.label for e in data.examples])
 
 
-# ----------------------------------------------------------------------------------------------
-# Metrics
-
-
-def single_label_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, macro precision / recall / F1, a per-label table and the confusion matrix (rows: true)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
-    labels = list(labels)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    return {
-        "n": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_precision": float(mp), "macro_recall": float(mr), "macro_f1": float(mf),
-        "per_label": {label: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
-                      for k, label in enumerate(labels)},
-        "confusion_matrix": {"labels": labels,
-                             "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
-    }
-
-
-def multi_label_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, labels: Sequence[str]) -> dict:
-    """Micro and macro F1, exact-match ratio, Hamming loss, per-label precision / recall / F1."""
-    from sklearn.metrics import accuracy_score, f1_score, hamming_loss, precision_recall_fscore_support
-
-    p, r, f, s = precision_recall_fscore_support(Y_true, Y_pred, zero_division=0)
-    return {
-        "n": int(len(Y_true)),
-        "micro_f1": float(f1_score(Y_true, Y_pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(Y_true, Y_pred, average="macro", zero_division=0)),
-        "exact_match": float(accuracy_score(Y_true, Y_pred)),
-        "hamming_loss": float(hamming_loss(Y_true, Y_pred)),
-        "per_label": {label: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
-                      for k, label in enumerate(labels)},
-    }
-
-
-def evaluate_head(head, X: np.ndarray, data: TrainingData, labels: Sequence[str]) -> dict:
+def evaluate_head(head: Head, X: np.ndarray, data: TrainingData, labels: Sequence[str]) -> dict:
+    """The head's scores on ``data`` (embedded as ``X``), as ``metrics`` computes them."""
     if data.multi_label:
         return multi_label_metrics(indicator(data.examples, labels), head.predict(X), labels)
     return single_label_metrics([e.label for e in data.examples], [str(p) for p in head.predict(X)], labels)
-
-
-# ----------------------------------------------------------------------------------------------
-# One training at a time
-
-
-_PROCESS_LOCK = threading.Lock()
-_RUNNING: dict[str, Any] = {}
-
-
-class TrainingLock:
-    """A process-wide lock plus a lock file in the models folder (other processes: CLI, page, server)."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.path = directory / LOCK_NAME
-        self.name = name
-
-    def __enter__(self) -> TrainingLock:
-        if not _PROCESS_LOCK.acquire(blocking=False):
-            raise TrainingBusyError(_busy_message(_RUNNING))
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._take_file()
-        except BaseException:
-            _PROCESS_LOCK.release()
-            raise
-        _RUNNING.update(name=self.name, started=now_iso(), pid=os.getpid())
-        return self
-
-    def _take_file(self) -> None:
-        record = json.dumps({"pid": os.getpid(), "name": self.name, "started": now_iso()})
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    other = json.loads(self.path.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-                    other = {}
-                if _alive(other.get("pid")):
-                    raise TrainingBusyError(_busy_message(other)) from None
-                self.path.unlink(missing_ok=True)  # left by a process that died: stale
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(record)
-            return
-        raise TrainingBusyError(f"could not take the training lock {self.path}; delete it if no training is running")
-
-    def __exit__(self, *exc: object) -> None:
-        _RUNNING.clear()
-        self.path.unlink(missing_ok=True)
-        _PROCESS_LOCK.release()
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _busy_message(running: dict) -> str:
-    what = f" (model {running['name']!r}, started {running.get('started', '?')})" if running.get("name") else ""
-    return f"a training is already running{what}: wait for it to finish or cancel it, then try again"
-
-
-def is_training() -> bool:
-    """Whether this process is training now (the page disables its Train button)."""
-    return _PROCESS_LOCK.locked()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -816,67 +582,3 @@ def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool 
                           directory=directory)
         report("done", total, total, 0.0, f"saved model {name!r}")
     return info
-
-
-# ----------------------------------------------------------------------------------------------
-# Terminal
-
-
-def format_metrics(metrics: dict) -> str:
-    """The trained-vs-baseline table for a terminal."""
-    trained, baseline = metrics.get("trained", {}), metrics.get("baseline", {})
-    keys = ["accuracy", "macro_precision", "macro_recall", "macro_f1"] if "accuracy" in trained else \
-        ["micro_f1", "macro_f1", "exact_match", "hamming_loss"]
-    v = metrics.get("validation", {})
-    where = f"{v.get('n')} held-out examples ({v.get('source')})"
-    lines = [f"on {where}:", f"  {'metric':<16}{'trained':>10}{'few-shot':>10}"]
-    lines += [f"  {k:<16}{trained.get(k, float('nan')):>10.3f}{baseline.get(k, float('nan')):>10.3f}" for k in keys]
-    lines.append(f"  {'label':<16}{'F1 trained':>12}{'F1 few-shot':>13}{'support':>9}")
-    for label, row in trained.get("per_label", {}).items():
-        b = baseline.get("per_label", {}).get(label, {})
-        lines.append(f"  {label[:15]:<16}{row['f1']:>12.3f}{b.get('f1', float('nan')):>13.3f}{row['support']:>9}")
-    return "\n".join(lines)
-
-
-def run_training_cli(args) -> int:
-    """``python -m playground train FILE --name NAME [--multi-label] …``: progress on stderr, info JSON on stdout."""
-    overrides = {key: getattr(args, key) for key in ("epochs", "max_pairs", "batch_size")
-                 if getattr(args, key, None) is not None}
-    try:
-        settings = TrainingSettings(**overrides)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
-    multi_label = True if args.multi_label else None
-    if multi_label is None and str(args.data).lower().endswith((".jsonl", ".ndjson")):
-        multi_label = True
-    tty = sys.stderr.isatty()
-    last = {"shown": -1.0}
-    try:  # our own progress line replaces the libraries' bars
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is pinned
-        pass
-
-    def show(p: TrainingProgress) -> None:
-        left = f", ~{p.seconds_left:.0f}s left" if p.seconds_left is not None else ""
-        line = f"[{p.phase}] {p.step}/{p.total} steps{left} · {p.message}"
-        if tty:
-            sys.stderr.write("\r\033[K" + line)
-            if p.phase == "done":
-                sys.stderr.write("\n")
-        elif p.phase != "tuning" or p.step == p.total or time.monotonic() - last["shown"] > 5:
-            sys.stderr.write(line + "\n")
-            last["shown"] = time.monotonic()
-        sys.stderr.flush()
-
-    try:
-        info = train(args.data, args.name, base_model=args.base, multi_label=multi_label,
-                     validation=args.validation, settings=settings, progress=show)
-    except (TrainingBusyError, TrainingCancelled) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 2
-    print(format_metrics(info.metrics), file=sys.stderr)
-    json.dump(info.to_dict(), sys.stdout, ensure_ascii=False, indent=2)
-    sys.stdout.write("\n")
-    return 0

@@ -21,6 +21,9 @@ MIN_LABELS = 2
 
 Truncate = Literal["NONE", "START", "END"]
 TRUNCATE_OPTIONS: tuple[str, ...] = get_args(Truncate)
+ClassificationType = Literal["single-label", "multi-label"]
+"""What a model answers: one label per text, or any number of labels (each over its threshold)."""
+CLASSIFICATION_TYPES: tuple[str, ...] = get_args(ClassificationType)
 
 
 class ValidationError(ValueError):

@@ -1,18 +1,19 @@
-"""Shared fixtures: the real models, loaded once per test session."""
+"""Shared fixtures: the real models, loaded once per test session.
+
+Importing ``playground`` sets the Hugging Face offline variables (``embeddings.OFFLINE_ENV``)
+before any model library loads, for this process and the subprocesses the tests start.
+"""
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pathlib import Path
 
 import pytest
 
+from fixtures.trained_models import MULTI_JSONL, SINGLE_CSV, TINY
 from playground.embeddings import get_encoder
 from playground.presets import load_preset
+from playground.training import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -31,6 +32,19 @@ def large_encoder():
 def seed():
     """Cohere's guide example: 10 review examples and two inputs, both negative."""
     return load_preset("review-sentiment")
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory) -> Path:
+    """A models folder holding ``tickets`` (single-label) and ``topics`` (multi-label), trained once per session.
+
+    Tiny settings (``TINY``); pytest's temporary folders clean themselves up. Tests that break
+    or rename models work on a copy.
+    """
+    directory = tmp_path_factory.mktemp("classify-models")
+    train(SINGLE_CSV, "tickets", settings=TINY, directory=directory)
+    train(MULTI_JSONL, "topics", settings=TINY, directory=directory)
+    return directory
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from playground._files import cache_dir
 from playground.embeddings import (
     MPNET_FOLDER,
     ModelNotFoundError,
     bf16_supported,
-    cache_dir,
     get_encoder,
     large_model_path,
     model_path,

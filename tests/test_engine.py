@@ -15,7 +15,7 @@ def test_seed_example_is_negative_for_both_inputs(seed):
 
 def test_seed_example_on_the_large_model(seed):
     """A known miss, measured rather than hidden: on frozen MPNet embeddings every head tried
-    (18 in bench/study: logistic regression at any C, LDA, ridge, SVM, centroid, kernel) puts
+    (18 in the classifier study, docs/CLASSIFIER_STUDY.md: logistic regression at any C, LDA, ridge, SVM, centroid, kernel) puts
     "This item broke after 3 weeks" on the positive side of these 10 examples; only tuning the
     body (a custom model) moves it. The page shows it as a near tie, never a confident error."""
     broken, broke_later = classify(list(seed.inputs), seed.examples, model="large")

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.trained_models import trained_dir
 from playground import onnx_int8
 from playground.embeddings import PRECISIONS, bf16_supported, get_encoder, model_path, resolve_precision
-from playground.onnx_int8 import READY_MARK, int8_folder, load_int8_body, source_key
+from playground._files import READY_MARK
+from playground.onnx_int8 import int8_folder, load_int8_body, source_key
 
 TEXTS = [
     "The package was damaged",
@@ -152,14 +152,14 @@ def test_an_interrupted_build_leaves_nothing_and_a_corrupt_one_is_rebuilt(tmp_pa
     assert (folder / READY_MARK).is_file() and (folder / "model.onnx").stat().st_size > 10_000_000
 
 
-def test_a_saved_custom_model_loads_in_int8(tmp_path, monkeypatch):
-    from playground.store import load_model
+def test_a_saved_custom_model_loads_in_int8(tmp_path, monkeypatch, trained_dir):
+    from playground.engine import load_model
 
     monkeypatch.setenv("CLASSIFY_CACHE_DIR", str(tmp_path))
     texts = ["my card was charged twice", "the app crashes when I log in", "how do I change my address",
              "refund has not arrived", "cannot reset my password"]
-    fp32 = load_model("tickets", directory=trained_dir(), precision="fp32")
-    int8 = load_model("tickets", directory=trained_dir(), precision="int8")
+    fp32 = load_model("tickets", directory=trained_dir, precision="fp32")
+    int8 = load_model("tickets", directory=trained_dir, precision="int8")
     assert int8.encoder.precision == "int8" and int8.encoder is not fp32.encoder
     assert [p.name for p in (tmp_path / "int8").iterdir()][0].startswith("tickets-body-")
     a = fp32.encoder.embed(texts)

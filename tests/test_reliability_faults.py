@@ -21,11 +21,19 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from fixtures.trained_models import SINGLE_CSV, TINY, trained_dir
+from fixtures.trained_models import SINGLE_CSV, TINY
 from playground import store
 from playground.server import create_app
-from playground.store import BrokenModelError, UnknownModelError, list_models, load_model, validate_model_name
-from playground.training import LOCK_NAME, TrainingLock, train
+from playground.engine import load_model
+from playground.store import (
+    LOCK_NAME,
+    BrokenModelError,
+    TrainingLock,
+    UnknownModelError,
+    list_models,
+    validate_model_name,
+)
+from playground.training import train
 from playground.validation import ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +43,9 @@ TRAIN_ARGS = ["train", str(SINGLE_CSV), "--epochs", "1", "--max-pairs", "32", "-
 
 
 @pytest.fixture
-def models_copy(tmp_path) -> Path:
+def models_copy(tmp_path, trained_dir) -> Path:
     target = tmp_path / "models"
-    shutil.copytree(trained_dir(), target, ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(trained_dir, target, ignore=shutil.ignore_patterns(".*"))
     return target
 
 

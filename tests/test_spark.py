@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fixtures.trained_models import SINGLE_CSV, trained_dir
+from fixtures.trained_models import SINGLE_CSV
 from playground import classify
 from playground.data import read_examples_csv
-from playground.store import load_model
+from playground.engine import load_model
 from playground.validation import ValidationError
 
 from playground import spark as pspark  # needs pip install -r requirements-spark.txt (never skipped)
@@ -98,8 +98,8 @@ def test_null_and_empty_texts_are_error_rows(few_shot_rows):
                    9003: (None, None, None, "empty text")}
 
 
-def test_custom_model_equals_classify(spark, table, texts):
-    directory = trained_dir()
+def test_custom_model_equals_classify(spark, table, texts, trained_dir):
+    directory = trained_dir
     out = pspark.classify_dataframe(table, "text", model="tickets", directory=directory, precision="fp32")
     rows = {r.id: r for r in out.collect()}
     reference = load_model("tickets", precision="fp32", directory=directory).classify(texts)
@@ -108,8 +108,8 @@ def test_custom_model_equals_classify(spark, table, texts):
     assert rows[9001].error == "null text" and rows[9001].prediction is None
 
 
-def test_multi_label_model_by_path(spark, texts):
-    folder = trained_dir() / "topics"
+def test_multi_label_model_by_path(spark, texts, trained_dir):
+    folder = trained_dir / "topics"
     few = texts[:60]
     df = spark.createDataFrame(list(enumerate(few)), "id long, text string").repartition(2)
     rows = {r.id: r for r in pspark.classify_dataframe(df, model=folder, precision="fp32").collect()}

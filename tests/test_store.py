@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.trained_models import trained_dir
 from playground import store
+from playground.engine import load_model
 from playground.store import (
     BrokenModelError,
     UnknownModelError,
     list_models,
-    load_model,
     validate_model_name,
 )
 from playground.validation import ValidationError
@@ -26,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def models_root() -> Path:
-    return trained_dir()
+def models_root(trained_dir) -> Path:
+    return trained_dir
 
 
 @pytest.fixture

@@ -9,15 +9,14 @@ import threading
 import numpy as np
 import pytest
 
-from fixtures.trained_models import MULTI_JSONL, SINGLE_CSV, TINY, trained_dir
+from fixtures.trained_models import MULTI_JSONL, SINGLE_CSV, TINY
 from playground import classify, store
+from playground.classifier import MultiLabelHead
 from playground.data import DataFileError, MultiLabelExample, read_examples_csv, read_multilabel_jsonl
+from playground.engine import load_model
+from playground.store import LOCK_NAME, TrainingBusyError, TrainingLock
 from playground.training import (
-    LOCK_NAME,
-    MultiLabelHead,
-    TrainingBusyError,
     TrainingCancelled,
-    TrainingLock,
     TrainingSettings,
     check_training_data,
     load_training_data,
@@ -30,8 +29,8 @@ from playground.validation import Example, ValidationError
 
 
 @pytest.fixture(scope="session")
-def models_root():
-    return trained_dir()
+def models_root(trained_dir):
+    return trained_dir
 
 
 @pytest.fixture
@@ -201,13 +200,13 @@ def test_single_label_model_and_its_metrics(models_root):
         assert np.array(m["confusion_matrix"]["matrix"]).sum() == 10
         assert sum(row["support"] for row in m["per_label"].values()) == 10
     assert metrics["steps"] == 2 and metrics["n_pairs"] == 32
-    model = store.load_model("tickets", directory=models_root)
+    model = load_model("tickets", directory=models_root)
     result = model.classify(["I was charged twice for the same order"])[0]
     assert result.prediction in info.labels and sum(result.labels.values()) == pytest.approx(1.0)
 
 
 def test_multi_label_model_marks_every_label_over_its_threshold(models_root):
-    model = store.load_model("topics", directory=models_root)
+    model = load_model("topics", directory=models_root)
     assert model.type == "multi-label" and set(model.thresholds) == {"politics", "science", "sports"}
     assert all(0 < t < 1 for t in model.thresholds.values())
     results = model.classify(["The senator watched the football final", "My cat sleeps on the sofa"])

@@ -19,6 +19,8 @@ import streamlit as st
 from playground.bulk import BulkProgress, classify_file, format_eta, inspect_csv
 from playground.embeddings import BASE_MODELS, ModelNotFoundError
 from playground.presets import DEFAULT_PRESET, load_preset
+from playground.store import list_models
+from playground.ui.widgets import show_notice, show_problems
 from playground.validation import Example, ValidationError, examples_from_rows, inputs_from_text
 
 PREVIEW_ROWS = 100
@@ -66,10 +68,6 @@ def current_examples() -> tuple[list[Example], str, str | None]:
 
 def custom_models() -> list[str]:
     try:
-        from playground.store import list_models
-    except ImportError:
-        return []
-    try:
         return [info.name for info in list_models() if getattr(info, "status", "ok") == "ok"]
     except (OSError, ValueError):
         return []
@@ -106,7 +104,7 @@ if path is None or not path.is_file():
 try:
     layout, total = inspect_csv(path)
 except ValidationError as exc:
-    st.error("This file cannot be read:\n" + "\n".join(f"- {p}" for p in exc.problems))
+    show_problems("This file cannot be read:", exc)
     st.stop()
 column = st.selectbox("Text column", list(layout.header), index=layout.text_index, key="bulk_text_column")
 st.caption(f"{total:,} rows · {len(layout.header)} columns")
@@ -118,7 +116,7 @@ if choice == CURRENT:
     try:
         examples, model, note = current_examples()
     except ValidationError as exc:
-        st.error("The Classify page's examples have problems:\n" + "\n".join(f"- {p}" for p in exc.problems))
+        show_problems("The Classify page's examples have problems:", exc)
         st.stop()
     if note:
         st.caption(note)
@@ -131,9 +129,7 @@ left, right = st.columns([1, 1])
 start = left.button("Classify all", type="primary", key="bulk_start")
 right.button("Stop", key="bulk_stop", on_click=on_stop)
 
-notice = st.session_state.bulk_notice
-if notice:
-    st.warning(notice[1]) if notice[0] == "warning" else st.error(notice[1])
+show_notice(st.session_state.bulk_notice)
 
 if start:
     st.session_state.bulk_notice = None
@@ -148,8 +144,7 @@ if start:
         result = classify_file(path, work_dir() / OUTPUT_NAME, examples=examples, model=model, text_column=column,
                                progress=show)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
-        problems = getattr(exc, "problems", [str(exc)])
-        st.error("Could not classify:\n" + "\n".join(f"- {p}" for p in problems))
+        show_problems("Could not classify:", exc)
         st.stop()
     st.session_state.bulk_result = result
 

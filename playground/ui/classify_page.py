@@ -16,6 +16,7 @@ from playground.engine import classify
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import list_models
 from playground.ui.evaluate_panel import render_evaluate
+from playground.ui.widgets import problem_list, show_notice, show_problems
 from playground.validation import (
     MIN_EXAMPLES_PER_LABEL,
     Example,
@@ -59,8 +60,8 @@ def on_upload() -> None:
     try:
         parsed = read_examples_csv(uploaded.getvalue())
     except DataFileError as exc:
-        st.session_state.classify_notice = ("error", f"**{uploaded.name}** was not loaded; the grid is unchanged.\n\n"
-                                            + "\n".join(f"- {p}" for p in exc.problems))
+        st.session_state.classify_notice = ("error", problem_list(
+            f"**{uploaded.name}** was not loaded; the grid is unchanged.\n", exc.problems))
         return
     mode = st.session_state.get("classify_upload_mode", "Replace")
     current = st.session_state.get("classify_current")
@@ -116,13 +117,6 @@ def restore_state() -> None:
 def save_state() -> None:
     saved = st.session_state.setdefault("classify_saved", {})
     saved.update({key: st.session_state[key] for key in KEPT_WIDGETS if key in st.session_state})
-
-
-def show_notice() -> None:
-    notice = st.session_state.get("classify_notice")
-    if notice:
-        kind, message = notice
-        (st.error if kind == "error" else st.success)(message)
 
 
 def show_results(results) -> None:
@@ -211,7 +205,7 @@ if custom is None:  # a custom model needs no examples: no grid, upload or prese
         st.file_uploader("Labelled CSV (text, label; header optional; comma, semicolon or tab)", type=["csv", "tsv", "txt"],
                          key="classify_upload", on_change=on_upload)
 
-    show_notice()
+    show_notice(st.session_state.get("classify_notice"))
 
     st.subheader("Examples")
     edited = st.data_editor(
@@ -255,8 +249,7 @@ if st.button("Classify", type="primary"):
                                                          precision=precision, max_inputs=None)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         st.session_state.classify_results = None
-        problems = getattr(exc, "problems", [str(exc)])
-        st.error("Could not classify:\n" + "\n".join(f"- {p}" for p in problems))
+        show_problems("Could not classify:", exc)
 
 if st.session_state.classify_results:
     st.subheader("Results")

@@ -14,6 +14,7 @@ import streamlit as st
 
 from playground.embeddings import ModelNotFoundError, is_loaded
 from playground.evaluate import LOO_MAX_EXAMPLES, EvaluationReport, evaluate
+from playground.ui.widgets import show_problems
 from playground.validation import Example, ValidationError
 
 
@@ -92,8 +93,7 @@ def render_evaluate(examples: Sequence[Example], model: str) -> None:
                     st.session_state.evaluate_report = (key, evaluate(list(examples), model))
             except (ValidationError, ModelNotFoundError) as exc:
                 st.session_state.evaluate_report = None
-                problems = getattr(exc, "problems", [str(exc)])
-                st.error("Could not evaluate:\n" + "\n".join(f"- {p}" for p in problems))
+                show_problems("Could not evaluate:", exc)
         stored = st.session_state.get("evaluate_report")
         if stored:
             made_for, report = stored

@@ -17,16 +17,12 @@ import pandas as pd
 import streamlit as st
 
 from playground import store
-from playground.data import DataFileError
+from playground.data import DataFileError, is_jsonl
 from playground.embeddings import BASE_MODELS
-from playground.training import (
-    TrainingBusyError,
-    TrainingCancelled,
-    TrainingProgress,
-    TrainingSettings,
-    is_training,
-    train,
-)
+from playground.metrics import headline_keys
+from playground.store import TrainingBusyError, is_training
+from playground.training import TrainingCancelled, TrainingProgress, TrainingSettings, train
+from playground.ui.widgets import problem_list, problems_of, show_notice
 from playground.validation import ValidationError
 
 
@@ -54,8 +50,7 @@ def _run(job: TrainingJob, data: bytes, multi_label: bool, base: str, validation
     except TrainingCancelled:
         job.error = "Training cancelled; nothing was saved."
     except (ValidationError, TrainingBusyError, LookupError, ValueError) as exc:
-        problems = getattr(exc, "problems", [str(exc)])
-        job.error = "Could not train:\n" + "\n".join(f"- {p}" for p in problems)
+        job.error = problem_list("Could not train:", problems_of(exc))
     finally:
         job.done = True
 
@@ -65,7 +60,7 @@ def start_training(upload, name: str, base: str, validation, settings: TrainingS
     if is_training():
         st.session_state.models_notice = ("error", "A training is already running: wait for it or cancel it.")
         return
-    multi_label = upload.name.lower().endswith((".jsonl", ".json", ".ndjson"))
+    multi_label = is_jsonl(upload.name)
     job = TrainingJob(name)
     thread = threading.Thread(
         target=_run, name=f"train-{name}", daemon=True,
@@ -78,8 +73,7 @@ def start_training(upload, name: str, base: str, validation, settings: TrainingS
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
     trained, baseline = metrics.get("trained", {}), metrics.get("baseline", {})
-    keys = ["accuracy", "macro_precision", "macro_recall", "macro_f1"] if "accuracy" in trained else \
-        ["micro_f1", "macro_f1", "exact_match", "hamming_loss"]
+    keys = list(headline_keys(trained))
     return pd.DataFrame({"trained": [trained.get(k) for k in keys], "few-shot (no training)": [baseline.get(k) for k in keys]},
                         index=keys)
 
@@ -210,9 +204,7 @@ if submitted:
     except (ValidationError, DataFileError, ValueError) as exc:
         st.session_state.models_notice = ("error", str(exc))
 
-notice = st.session_state.get("models_notice")
-if notice:
-    (st.error if notice[0] == "error" else st.success)(notice[1])
+show_notice(st.session_state.get("models_notice"))
 
 training_status()
 

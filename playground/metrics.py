@@ -1,0 +1,56 @@
+"""Scores of a set of predictions: one place for Train, Evaluate, the CLI and the pages.
+
+Plain dicts of floats (JSON-safe: they are saved in a model's ``config.json``), computed with
+scikit-learn's metrics; ``zero_division=0`` so a label never predicted scores 0, not a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, hamming_loss, precision_recall_fscore_support
+
+SINGLE_LABEL_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+MULTI_LABEL_KEYS = ("micro_f1", "macro_f1", "exact_match", "hamming_loss")
+
+
+def single_label_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, macro precision / recall / F1, a per-label table and the confusion matrix (rows: true)."""
+    labels = list(labels)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(mp), "macro_recall": float(mr), "macro_f1": float(mf),
+        "per_label": per_label(labels, p, r, f, s),
+        "confusion_matrix": {"labels": labels,
+                             "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+    }
+
+
+def multi_label_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, labels: Sequence[str]) -> dict:
+    """Micro and macro F1, exact-match ratio, Hamming loss, per-label precision / recall / F1."""
+    p, r, f, s = precision_recall_fscore_support(Y_true, Y_pred, zero_division=0)
+    return {
+        "n": int(len(Y_true)),
+        "micro_f1": float(f1_score(Y_true, Y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(Y_true, Y_pred, average="macro", zero_division=0)),
+        "exact_match": float(accuracy_score(Y_true, Y_pred)),
+        "hamming_loss": float(hamming_loss(Y_true, Y_pred)),
+        "per_label": per_label(labels, p, r, f, s),
+    }
+
+
+def per_label(labels: Sequence[str], precision: Sequence[float], recall: Sequence[float], f1: Sequence[float],
+              support: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """``{label: {"precision", "recall", "f1", "support"}}`` in the order of ``labels``."""
+    return {label: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
+                    "support": int(support[k])} for k, label in enumerate(labels)}
+
+
+def headline_keys(metrics: Mapping[str, Any]) -> tuple[str, ...]:
+    """The summary scores of a metrics dict: single-label ones when it has ``accuracy``, else multi-label."""
+    return SINGLE_LABEL_KEYS if "accuracy" in metrics else MULTI_LABEL_KEYS
