@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"), help="the Markdown report")
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="machine-readable results")
     p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTION_ORDER)}")
-    p.add_argument("--max-pairs", type=int, default=None,
-                   help="override TrainingSettings.max_pairs for the trained rows (default: the product's default)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="override TrainingSettings.max_steps for the trained rows (default: the product's default)")
     p.add_argument("--datasets", default="", help="comma-separated single-label sets to use (default: every set found)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"--skip names unknown sections {unknown}; choose from {', '.join(SECTION_ORDER)}", file=sys.stderr)
         return 2
-    cfg = Config.make(str(data), quick=args.quick, skip=skip, max_pairs=args.max_pairs,
+    cfg = Config.make(str(data), quick=args.quick, skip=skip, max_steps=args.max_steps,
                       latency_calls=args.latency_calls, extended=args.extended)
     if args.datasets:
         wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]

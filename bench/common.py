@@ -27,8 +27,8 @@ IMBALANCED_SETS = ("trec", "banking77", "sms_spam")
 """Macro-F1 is the headline for these (their label counts differ a lot); accuracy for the rest."""
 MULTI_LABEL_SET = "goemotions"
 ECE_BINS = 15
-QUICK_MAX_PAIRS = 160
-"""--quick times one small training with a quarter of the default pairs: the harness, not the figure."""
+QUICK_MAX_STEPS = 10
+"""--quick times one small training with a quarter of the default steps: the harness, not the figure."""
 FULL_ONLY = ("trained", "setfit", "multilabel")
 """Sections that train models (minutes each): left out of --quick, which times one training instead."""
 
@@ -52,14 +52,14 @@ class Config:
     """Sets scored in every precision (short, short, long texts); the rest only in the default one.
     docs/PRECISION.md has the wider per-precision table."""
     trained_datasets: list[str] = field(default_factory=lambda: ["cr", "emotion", "ag_news"])
-    trained_small_runs: list[list[int]] = field(default_factory=lambda: [[8, 0], [8, 1], [64, 0]])
-    trained_large_runs: list[list[int]] = field(default_factory=lambda: [[8, 0]])
-    trained_large_datasets: list[str] = field(default_factory=lambda: ["cr"])
-    """One large training is ~4-5 min here; --extended trains it on every trained set."""
+    trained_small_runs: list[list[int]] = field(default_factory=lambda: [[8, s] for s in range(5)] + [[64, 0]])
+    trained_large_runs: list[list[int]] = field(default_factory=lambda: [[8, 0], [8, 1], [8, 2]])
+    trained_large_datasets: list[str] = field(default_factory=lambda: ["cr", "emotion", "ag_news"])
+    """A large tuning is about a minute (its time budget); --extended adds seeds 3 and 4."""
     setfit_datasets: list[str] = field(default_factory=lambda: ["cr"])
     setfit_runs: list[list[int]] = field(default_factory=lambda: [[8, 0]])
     setfit_max_steps: int = 100
-    max_pairs: int | None = None
+    max_steps: int | None = None
     multilabel_train: int = 1000
     latency_calls: int = 50
     latency_models: list[str] = field(default_factory=lambda: ["small", "large"])
@@ -78,19 +78,19 @@ class Config:
     skip: list[str] = field(default_factory=list)
 
     @classmethod
-    def make(cls, data: str, *, quick: bool, skip: list[str], max_pairs: int | None,
+    def make(cls, data: str, *, quick: bool, skip: list[str], max_steps: int | None,
              latency_calls: int | None = None, extended: bool = False) -> Config:
         available = [d for d in SINGLE_LABEL_SETS if (Path(data) / d / "train.csv").is_file()]
         extra = sorted(p.name for p in Path(data).iterdir() if (p / "train.csv").is_file() and p.name not in available)
         available += extra  # a folder of other CSV sets (the test fixture) works too
-        cfg = cls(data=str(Path(data).resolve()), skip=skip, max_pairs=max_pairs)
+        cfg = cls(data=str(Path(data).resolve()), skip=skip, max_steps=max_steps)
         cfg.datasets = available
         cfg.large_datasets = [d for d in cfg.large_datasets if d in available] or available[:1]
         cfg.precision_datasets = [d for d in cfg.precision_datasets if d in available] or available[:1]
         cfg.trained_datasets = [d for d in cfg.trained_datasets if d in available] or available[:1]
         if extended:
             cfg.mode = "extended"
-            cfg.trained_large_datasets = list(cfg.trained_datasets)
+            cfg.trained_large_runs = [[8, s] for s in range(5)]
             cfg.setfit_datasets = ["cr", "emotion", "ag_news"]
             cfg.training_sizes = cfg.training_sizes + [["large", 40], ["large", 200], ["large", 1000]]
         cfg.setfit_datasets = [d for d in cfg.setfit_datasets if d in available] or available[:1]
@@ -118,7 +118,7 @@ class Config:
             cfg.throughput_texts = 300
             cfg.throughput_models = ["small"]
             cfg.training_sizes = [["small", 40]]
-            cfg.max_pairs = max_pairs or QUICK_MAX_PAIRS
+            cfg.max_steps = max_steps or QUICK_MAX_STEPS
             cfg.http_seconds = 5.0
             cfg.skip = sorted(set(cfg.skip) | set(FULL_ONLY))
         if latency_calls:

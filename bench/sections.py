@@ -9,6 +9,7 @@ added by ``main``. Models load through the product's own code (``get_encoder``, 
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -124,6 +125,7 @@ def accuracy(cfg: dict) -> dict:
 
     from playground.classifier import FewShotClassifier
     from playground.embeddings import get_encoder, resolve_precision
+    from playground.label_prior import LabelPriorClassifier, label_embedding_map, label_texts
 
     threads = _threads_for_busy_machine()
     default = resolve_precision("auto")
@@ -146,6 +148,8 @@ def accuracy(cfg: dict) -> dict:
             embed_stats.append({"dataset": ds.name, "model": model, "precision": precision, "texts": len(vectors),
                                 "seconds": round(seconds, 2), "texts_per_s": round(len(vectors) / seconds, 1)})
             X_test = np.stack([vectors[t] for t in ds.test_texts])
+            label_set = sorted(set(ds.train_labels))
+            names = label_embedding_map(label_set, encoder.embed(label_texts(label_set)))
             for (n, seed), idx in samples.items():
                 X = np.stack([vectors[ds.train_texts[i]] for i in idx])
                 y = [ds.train_labels[i] for i in idx]
@@ -153,6 +157,12 @@ def accuracy(cfg: dict) -> dict:
                     clf = FewShotClassifier().fit(X, y)
                 rows.append(_row("instant", model, precision, ds, n, seed, clf.classes_, clf.predict_proba(X_test),
                                  t.seconds, temperature=round(clf.temperature_, 3), n_train=len(idx)))
+                if precision == default:  # the opt-in label-name prior on the same sample (label_prior.py)
+                    with Timer() as t:
+                        named = LabelPriorClassifier(label_embeddings=names).fit(X, y)
+                    rows.append(_row("instant+names", model, precision, ds, n, seed, named.classes_,
+                                     named.predict_proba(X_test), t.seconds, n_train=len(idx),
+                                     prior_weight=round(named.prior_weight_, 3)))
         for (n, seed), idx in samples.items():
             texts = [ds.train_texts[i] for i in idx]
             y = [ds.train_labels[i] for i in idx]
@@ -180,17 +190,19 @@ def _training_data(texts: list[str], labels: list[str]):
 def _settings(cfg: dict):
     from playground.training import TrainingSettings
 
-    return TrainingSettings(max_pairs=cfg["max_pairs"]) if cfg.get("max_pairs") else TrainingSettings()
+    return TrainingSettings(max_steps=cfg["max_steps"]) if cfg.get("max_steps") else TrainingSettings()
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 @section("trained")
 def trained(cfg: dict) -> dict:
-    """Contrastive tuning via ``tune_body`` (nothing saved), then the product's head on the tuned embeddings."""
-    try:
-        from playground.training import embed_with, fit_head, tune_body
-    except ImportError as exc:
-        return {"status": f"not run: playground.training is not importable ({exc})", "rows": []}
-    threads = _threads_for_busy_machine()
+    """The product's tuning (``training.tune_body`` with its default time budget; no cross-validation, nothing
+    saved), then the product's head on the tuned embeddings; the instant head on the same samples beside it."""
+    from playground.training import embed_with, fit_head, load_base, tune_body
+
     settings = _settings(cfg)
     plans = [("small", n, s) for n, s in cfg["trained_small_runs"]]
     if cfg["large"]:
@@ -200,6 +212,7 @@ def trained(cfg: dict) -> dict:
     # short by its timeout keeps what it finished (see _checkpoint).
     plans.sort(key=lambda p: (p[1], p[2], p[0] == "large"))
     sets = list(_sets(cfg, cfg["trained_datasets"]))
+    bases = {}
     rows = []
     for model, n, seed in plans:
         for ds in sets:
@@ -207,16 +220,23 @@ def trained(cfg: dict) -> dict:
                 continue
             idx = sample_per_label(ds.train_labels, n, seed)
             data = _training_data([ds.train_texts[i] for i in idx], [ds.train_labels[i] for i in idx])
+            if model not in bases:
+                bases[model] = load_base(model)
+            body = copy.deepcopy(bases[model])
+            load_before = _load()
             with Timer() as tune:
-                body = tune_body(data, model, settings)
+                report = tune_body(body, data, settings.tuning())
+            load_after = _load()
             with Timer() as head_t:
                 head = fit_head(data, embed_with(body, [e.text for e in data.examples]))
             proba = head.predict_proba(embed_with(body, ds.test_texts))
-            rows.append(_row("trained", model, "fp32", ds, n, seed, head.classes_, proba, head_t.seconds,
-                             tune_seconds=round(tune.seconds, 1), n_train=len(idx)))
+            rows.append(_row("trained", model, report.precision, ds, n, seed, head.classes_, proba, head_t.seconds,
+                             tune_seconds=round(tune.seconds, 1), n_train=len(idx), steps=report.steps,
+                             used_label_names=report.used_label_names, threads=report.threads,
+                             load_before=load_before, load_after=load_after))
             del body
-            _checkpoint({"rows": rows, "settings": settings.to_dict(), "torch_threads": threads})
-    return {"rows": rows, "settings": settings.to_dict(), "torch_threads": threads}
+            _checkpoint({"rows": rows, "settings": settings.to_dict()})
+    return {"rows": rows, "settings": settings.to_dict()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +291,7 @@ def multilabel(cfg: dict) -> dict:
     try:
         from playground.classifier import MultiLabelHead, indicator
         from playground.metrics import multi_label_metrics
-        from playground.training import TrainingData, embed_with, tune_body
+        from playground.training import TrainingData, embed_with, load_base, tune_body
     except ImportError as exc:
         return {"status": f"not run: playground.training is not importable ({exc})"}
     _threads_for_busy_machine()
@@ -292,8 +312,9 @@ def multilabel(cfg: dict) -> dict:
     head = MultiLabelHead(labels=labels).fit(base.embed([e.text for e in train]), Y_train)
     m = multi_label_metrics(Y_test, head.predict(base.embed([e.text for e in test])), labels)
     out["instant_small"] = {k: m[k] for k in ("micro_f1", "macro_f1", "exact_match", "hamming_loss")}
+    body = load_base("small")
     with Timer() as t:
-        body = tune_body(data, "small", _settings(cfg))
+        tune_body(body, data, _settings(cfg).tuning())
     head = MultiLabelHead(labels=labels).fit(embed_with(body, [e.text for e in train]), Y_train)
     m = multi_label_metrics(Y_test, head.predict(embed_with(body, [e.text for e in test])), labels)
     out["trained_small"] = {**{k: m[k] for k in ("micro_f1", "macro_f1", "exact_match", "hamming_loss")},
@@ -475,7 +496,7 @@ def training_time(cfg: dict) -> dict:
         metrics = info.metrics
         rows.append({"model": model, "examples": len(examples), "dataset": ds.name, "wall_s": round(t.seconds, 1),
                      "tuning_s": metrics.get("tuning_seconds"), "steps": metrics.get("steps"),
-                     "pairs": metrics.get("n_pairs"),
+                     "folds": metrics["validation"].get("folds"),
                      "validation_accuracy": round(metrics["trained"]["accuracy"], 3),
                      "baseline_accuracy": round(metrics["baseline"]["accuracy"], 3),
                      "validation_n": metrics["validation"]["n"]})

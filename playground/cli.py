@@ -20,7 +20,7 @@ from .bulk import BulkProgress, classify_file, format_eta
 from .data import read_examples_csv
 from .embeddings import DEFAULT_PRECISION, PRECISIONS
 from .engine import classify
-from .metrics import headline_keys
+from .metrics import headline_keys, scored_on
 from .store import TrainingBusyError, list_models
 from .training import TrainingCancelled, TrainingProgress, TrainingSettings, train
 from .validation import ValidationError
@@ -77,9 +77,10 @@ def format_metrics(metrics: dict) -> str:
     """The trained-vs-baseline table of a model's metrics, for a terminal."""
     trained, baseline = metrics.get("trained", {}), metrics.get("baseline", {})
     keys = headline_keys(trained)
-    v = metrics.get("validation", {})
-    where = f"{v.get('n')} held-out examples ({v.get('source')})"
-    lines = [f"on {where}:", f"  {'metric':<16}{'trained':>10}{'few-shot':>10}"]
+    if metrics.get("validation", {}).get("source") == "none":
+        return f"scores: {scored_on(metrics)}"
+    where = scored_on(metrics)
+    lines = [f"scores {where}:", f"  {'metric':<16}{'trained':>10}{'few-shot':>10}"]
     lines += [f"  {k:<16}{trained.get(k, float('nan')):>10.3f}{baseline.get(k, float('nan')):>10.3f}" for k in keys]
     lines.append(f"  {'label':<16}{'F1 trained':>12}{'F1 few-shot':>13}{'support':>9}")
     for label, row in trained.get("per_label", {}).items():
@@ -90,14 +91,14 @@ def format_metrics(metrics: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``train FILE --name NAME [--multi-label] …``: progress on stderr, the model's info as JSON on stdout."""
-    overrides = {key: getattr(args, key) for key in ("epochs", "max_pairs", "batch_size")
+    overrides = {key: getattr(args, key) for key in ("time_budget_s", "max_steps", "use_label_names", "cv_folds")
                  if getattr(args, key, None) is not None}
     try:
         settings = TrainingSettings(**overrides)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     tty = sys.stderr.isatty()
-    last = {"shown": -1.0}
+    last = {"shown": -1.0, "phase": ""}
     try:  # our own progress line replaces the libraries' bars (transformers is heavy: only when training)
         from transformers.utils import logging as hf_logging
 
@@ -106,15 +107,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         pass
 
     def show(p: TrainingProgress) -> None:
-        left = f", ~{p.seconds_left:.0f}s left" if p.seconds_left is not None else ""
-        line = f"[{p.phase}] {p.step}/{p.total} steps{left} · {p.message}"
+        left = f" · ~{p.seconds_left:.0f}s left" if p.seconds_left is not None else ""
+        line = f"[{p.phase}] {p.elapsed:.0f}s{left} · {p.message}"
         if tty:
             sys.stderr.write("\r\033[K" + line)
             if p.phase == "done":
                 sys.stderr.write("\n")
-        elif p.phase != "tuning" or p.step == p.total or time.monotonic() - last["shown"] > 5:
+        elif p.phase not in ("tuning", "cross-validating") or p.phase != last["phase"] \
+                or time.monotonic() - last["shown"] > 5:  # each phase's first line, then one per 5 s
             sys.stderr.write(line + "\n")
             last["shown"] = time.monotonic()
+        last["phase"] = p.phase
         sys.stderr.flush()
 
     try:
@@ -199,10 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="model name: letters, digits, - and _")
     p.add_argument("--multi-label", action="store_true", help="the file is multi-label JSONL")
     p.add_argument("--base", default="small", choices=["small", "large"], help="base model (default: small)")
-    p.add_argument("--validation", help="optional validation file (else a stratified 20%% split)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-pairs", type=int, default=None, help="cap on contrastive pairs")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--validation", help="optional validation file to score on (else cross-validation)")
+    p.add_argument("--time-budget", dest="time_budget_s", type=float, default=None,
+                   help="seconds for tuning the encoder once (default: 20 small, 55 large)")
+    p.add_argument("--max-steps", type=int, default=None, help="upper bound on tuning steps (default 40)")
+    p.add_argument("--label-names", dest="use_label_names", choices=["auto", "always", "never"], default=None,
+                   help="use the label names as extra examples (default auto: when cross-validation says they help)")
+    p.add_argument("--cv-folds", type=int, default=None,
+                   help="folds for the honest scores, each tuned without its fold (default 3; 0 = no scores)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list saved custom models (JSON out)")

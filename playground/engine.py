@@ -17,6 +17,7 @@ from typing import Any, overload
 import numpy as np
 
 from .classifier import FewShotClassifier, Head, make_head
+from .label_prior import LabelPriorClassifier, label_embedding_map, label_texts
 from .embeddings import (
     BASE_MODELS,
     DEFAULT_PRECISION,
@@ -116,7 +117,8 @@ class FewShotModel:
     type: ClassificationType = "single-label"
 
     def __init__(self, examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
-                 precision: str = DEFAULT_PRECISION) -> None:
+                 precision: str = DEFAULT_PRECISION, label_names: bool = False,
+                 descriptions: Mapping[str, str] | None = None) -> None:
         if model not in BASE_MODELS:
             raise ValidationError(
                 f"model {model!r} does not take examples: choose one of {', '.join(BASE_MODELS)}, "
@@ -128,7 +130,14 @@ class FewShotModel:
         self.encoder = get_encoder(model, precision=precision)
         texts = [ex.text for ex in self.examples]
         X = embed_checked(self.encoder, texts, truncate=check_truncate(truncate), what="examples")
-        self.classifier = FewShotClassifier().fit(X, [ex.label for ex in self.examples])
+        y = [ex.label for ex in self.examples]
+        if label_names:  # the names (and descriptions) as a prior, weighted out of fold (label_prior.py)
+            labels = sorted(set(y))
+            described = {k: v for k, v in (descriptions or {}).items() if k in labels and v.strip()}
+            names = self.encoder.embed(label_texts(labels, described), truncate="END")
+            self.classifier = LabelPriorClassifier(label_embeddings=label_embedding_map(labels, names, described)).fit(X, y)
+        else:
+            self.classifier = FewShotClassifier().fit(X, y)
 
     @property
     def labels(self) -> list[str]:
@@ -203,16 +212,19 @@ _FITTED_LOCK = threading.Lock()
 
 
 def fit_few_shot(examples: Iterable[ExampleLike], model: str = "small", *, truncate: str = "END",
-                 precision: str = DEFAULT_PRECISION) -> FewShotModel:
+                 precision: str = DEFAULT_PRECISION, label_names: bool = False,
+                 descriptions: Mapping[str, str] | None = None) -> FewShotModel:
     """A ``FewShotModel``, reused when the same examples were fitted on the same model recently."""
     examples = as_examples(examples)
-    key = (model, resolve_precision(precision), check_truncate(truncate), tuple((ex.text, ex.label) for ex in examples))
+    key = (model, resolve_precision(precision), check_truncate(truncate), tuple((ex.text, ex.label) for ex in examples),
+           bool(label_names), tuple(sorted((descriptions or {}).items())) if label_names else ())
     with _FITTED_LOCK:
         fitted = _FITTED.get(key)
         if fitted is not None:
             _FITTED.move_to_end(key)
             return fitted
-    fitted = FewShotModel(examples, model, truncate=truncate, precision=precision)
+    fitted = FewShotModel(examples, model, truncate=truncate, precision=precision, label_names=label_names,
+                          descriptions=descriptions)
     with _FITTED_LOCK:
         _FITTED[key] = fitted
         while len(_FITTED) > FITTED_CACHE_SIZE:
@@ -272,7 +284,8 @@ on_change(forget_model)
 
 
 def get_classifier(examples: Iterable[ExampleLike] | None, model: str = "small", *, truncate: str = "END",
-                   precision: str = DEFAULT_PRECISION, directory: Path | None = None) -> Classifier:
+                   precision: str = DEFAULT_PRECISION, directory: Path | None = None, label_names: bool = False,
+                   descriptions: Mapping[str, str] | None = None) -> Classifier:
     """Few-shot examples fitted on a base model, or a saved custom model by name: the one place that decides.
 
     ``classify``, bulk jobs and Spark all call it, so the rules and their messages are the same:
@@ -285,18 +298,22 @@ def get_classifier(examples: Iterable[ExampleLike] | None, model: str = "small",
                 "or name a custom model"
             )
         return load_model(model, precision=precision, directory=directory)
-    return fit_few_shot(examples, model, truncate=truncate, precision=precision)
+    return fit_few_shot(examples, model, truncate=truncate, precision=precision, label_names=label_names,
+                        descriptions=descriptions)
 
 
 @overload
 def classify(inputs: str, examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
-             truncate: str = ..., precision: str = ..., max_inputs: int | None = ...) -> Classification: ...
+             truncate: str = ..., precision: str = ..., max_inputs: int | None = ..., label_names: bool = ...,
+             descriptions: Mapping[str, str] | None = ...) -> Classification: ...
 @overload
 def classify(inputs: Sequence[str], examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
-             truncate: str = ..., precision: str = ..., max_inputs: int | None = ...) -> list[Classification]: ...
+             truncate: str = ..., precision: str = ..., max_inputs: int | None = ..., label_names: bool = ...,
+             descriptions: Mapping[str, str] | None = ...) -> list[Classification]: ...
 
 
-def classify(inputs, examples=None, model="small", *, truncate="END", precision=DEFAULT_PRECISION, max_inputs=MAX_INPUTS):
+def classify(inputs, examples=None, model="small", *, truncate="END", precision=DEFAULT_PRECISION, max_inputs=MAX_INPUTS,
+             label_names=False, descriptions=None):
     """Classify ``inputs`` from labelled ``examples`` (few-shot) or with a custom model by name.
 
     Parameters
@@ -311,6 +328,11 @@ def classify(inputs, examples=None, model="small", *, truncate="END", precision=
         Texts over the model's limit lose their end (END), their start (START), or raise (NONE).
     max_inputs : int or None, default=96
         Cohere's per-call limit; ``None`` lifts it (bulk jobs batch on their own).
+    label_names : bool, default=False
+        Use the label names (and ``descriptions``, {label: words}) as a prior, weighted by how well
+        they predict your examples out of fold (``label_prior.py``): names that do not help get weight
+        0. Off by default: on 7 public sets it adds 3 points at 8 examples per label, but it can move
+        near-ties the other way (the guide's example on small flips to positive).
 
     Examples
     --------
@@ -322,5 +344,6 @@ def classify(inputs, examples=None, model="small", *, truncate="END", precision=
     texts = [inputs] if is_singular else list(inputs)
     check_inputs(texts, max_inputs=max_inputs)
     truncate = check_truncate(truncate)
-    results = get_classifier(examples, model, truncate=truncate, precision=precision).classify(texts, truncate=truncate)
+    results = get_classifier(examples, model, truncate=truncate, precision=precision, label_names=label_names,
+                             descriptions=descriptions).classify(texts, truncate=truncate)
     return results[0] if is_singular else results

@@ -25,18 +25,20 @@ def _py_list(items: Sequence[str], indent: str = "    ") -> str:
 
 
 def request_body(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                 truncate: str = "END") -> dict:
-    """The ``/v1/classify`` request (Cohere's v1 shape) for this configuration."""
+                 truncate: str = "END", label_names: bool = False) -> dict:
+    """The ``/v1/classify`` request (Cohere's v1 shape, plus ``label_names`` when it is on) for this configuration."""
     body: dict = {"model": model, "inputs": list(inputs)}
     if examples and model in BASE_MODELS:
         body["examples"] = [ex.to_dict() for ex in examples]
+        if label_names:
+            body["label_names"] = True
     if truncate != "END":
         body["truncate"] = truncate
     return body
 
 
 def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                   truncate: str = "END") -> str:
+                   truncate: str = "END", label_names: bool = False) -> str:
     """Python using this package; run it from the project folder."""
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["from playground import Example, classify" if few_shot else "from playground import classify", ""]
@@ -45,7 +47,8 @@ def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
     lines.append("inputs = " + _py_list([repr(text) for text in inputs]))
     args = ["inputs", "examples" if few_shot else None, f"model={model!r}",
             f"truncate={truncate!r}" if truncate != "END" else None,
-            "max_inputs=None" if len(inputs) > MAX_INPUTS else None]
+            "max_inputs=None" if len(inputs) > MAX_INPUTS else None,
+            "label_names=True" if label_names and few_shot else None]
     lines += [
         "",
         f"results = classify({', '.join(a for a in args if a)})",
@@ -56,13 +59,13 @@ def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
 
 
 def json_body(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-              truncate: str = "END") -> str:
-    return json.dumps(request_body(inputs, examples, model, truncate), indent=2, ensure_ascii=False) + "\n"
+              truncate: str = "END", label_names: bool = False) -> str:
+    return json.dumps(request_body(inputs, examples, model, truncate, label_names), indent=2, ensure_ascii=False) + "\n"
 
 
 def curl_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL) -> str:
-    body = json.dumps(request_body(inputs, examples, model, truncate), ensure_ascii=False, indent=2)
+                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False) -> str:
+    body = json.dumps(request_body(inputs, examples, model, truncate, label_names), ensure_ascii=False, indent=2)
     url = server_url.rstrip("/") + "/v1/classify"
     return (
         f"curl -sS -X POST {shlex.quote(url)} \\\n"
@@ -73,10 +76,13 @@ def curl_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mode
 
 
 def cohere_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                   truncate: str = "END", server_url: str = DEFAULT_SERVER_URL) -> str:
+                   truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False) -> str:
     """The Cohere SDK call of Cohere's guide, pointed at this project's server."""
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["import os", "", "import cohere"]
+    if label_names and few_shot:
+        lines = ["# Cohere's SDK cannot send label_names (our extension): this call classifies without the label-name",
+                 "# hint. The Python and JSON exports keep it.", ""] + lines
     if few_shot:
         lines.append("from cohere import ClassifyExample")
     lines += [
@@ -101,12 +107,12 @@ def csv_export(examples: Sequence[Example]) -> str:
 
 
 def all_snippets(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL) -> dict[str, str]:
+                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False) -> dict[str, str]:
     """Every export at once, keyed by tab: ``python``, ``json``, ``curl``, ``cohere``, ``csv``."""
     return {
-        "python": python_snippet(inputs, examples, model, truncate),
-        "json": json_body(inputs, examples, model, truncate),
-        "curl": curl_snippet(inputs, examples, model, truncate, server_url),
-        "cohere": cohere_snippet(inputs, examples, model, truncate, server_url),
+        "python": python_snippet(inputs, examples, model, truncate, label_names),
+        "json": json_body(inputs, examples, model, truncate, label_names),
+        "curl": curl_snippet(inputs, examples, model, truncate, server_url, label_names),
+        "cohere": cohere_snippet(inputs, examples, model, truncate, server_url, label_names),
         "csv": csv_export(examples or []),
     }

@@ -54,3 +54,17 @@ def per_label(labels: Sequence[str], precision: Sequence[float], recall: Sequenc
 def headline_keys(metrics: Mapping[str, Any]) -> tuple[str, ...]:
     """The summary scores of a metrics dict: single-label ones when it has ``accuracy``, else multi-label."""
     return SINGLE_LABEL_KEYS if "accuracy" in metrics else MULTI_LABEL_KEYS
+
+
+def scored_on(metrics: dict) -> str:
+    """How a trained model's scores were measured, in words (the CLI and the pages say the same)."""
+    v = metrics.get("validation", {})
+    source = v.get("source")
+    if source == "cross-validation":
+        return (f"cross-validated on your {v.get('n')} examples ({v.get('folds')} folds; each fold's copy was tuned "
+                "without the examples it is scored on, and the saved model learned from all of them)")
+    if source == "file":
+        return f"held out: {v.get('n')} examples of the validation file ({v.get('file')})"
+    if source == "split":  # models trained before cross-validation held out a stratified split
+        return f"held out: a stratified {v.get('fraction', 0):.0%} split of {v.get('n')} examples (seed {v.get('seed')})"
+    return "not scored (cross-validation was switched off)"

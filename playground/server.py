@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import __version__
 from .embeddings import BASE_MODELS, DEFAULT_PRECISION
 from .engine import Classification, classify
-from .store import list_models
+from .store import TrainingBusyError, list_models
+from .training import TrainingSettings, train
 from .validation import Example, ValidationError
 
 log = logging.getLogger("playground.server")
@@ -79,6 +80,28 @@ class ClassifyRequest(BaseModel):
     model: str | None = Field(default="small", description="small, large or a custom model name.")
     truncate: str | None = Field(default="END", description="NONE, START or END (default END).")
     preset: str | None = Field(default=None, description="Accepted for compatibility and ignored.")
+    label_names: bool | None = Field(
+        default=None, description="An extension (not Cohere's): use the label names as a prior, weighted out of fold "
+                                  "on the examples. Left out, the request behaves exactly as Cohere's.")
+    descriptions: dict[str, str] | None = Field(
+        default=None, description="An extension: a few words per label, used with label_names.")
+
+
+class TuneRequest(BaseModel):
+    """An extension of Cohere's API: tune a custom model on examples and save it by name.
+
+    The saved model is then used like any custom model: ``POST /v1/classify`` with ``model`` = ``name``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The new model's name: letters, digits, - and _; must not exist yet.")
+    examples: list[ClassifyExample] = Field(description="At least 2 examples for each of at least 2 labels.")
+    model: Literal["small", "large"] = Field(default="small", description="The base model to tune.")
+    descriptions: dict[str, str] | None = Field(
+        default=None, description="Optional: a few words per label, used with the label names while tuning.")
+    time_budget_s: float | None = Field(default=None, description="Seconds for tuning once (default 20 small, 55 large).")
+    cv_folds: int | None = Field(default=None, description="Folds for the honest scores (default 3; 0 = none).")
 
 
 class LabelConfidence(BaseModel):
@@ -370,7 +393,7 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:
         return _error(404, f"no route {request.method} {request.url.path}: "
-                           "the API has POST /v1/classify, GET /v1/models and GET /health")
+                           "the API has POST /v1/classify, POST /v1/tune, GET /v1/models and GET /health")
 
     @app.exception_handler(405)
     async def _wrong_method(request: Request, exc: Exception) -> JSONResponse:
@@ -402,6 +425,24 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
                 for name, info in BASE_MODELS.items()]
         return ModelsResponse(models=base + _custom_models())
 
+    @app.post("/v1/tune", response_model=ModelEntry, status_code=201, tags=["models"],
+              responses={409: {"model": ErrorResponse, "description": "Another training is running: try again after it."}})
+    def tune_endpoint(request: TuneRequest) -> ModelEntry | JSONResponse:
+        """Tune a custom model on the examples and save it (an extension; blocks until saved, 409 while another runs)."""
+        overrides = {k: v for k, v in (("time_budget_s", request.time_budget_s), ("cv_folds", request.cv_folds))
+                     if v is not None}
+        try:
+            settings = TrainingSettings(**overrides)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        try:
+            info = train([Example(ex.text, ex.label) for ex in request.examples], request.name,
+                         base_model=request.model, settings=settings, descriptions=request.descriptions)
+        except TrainingBusyError as exc:
+            return _error(409, str(exc))
+        data = {k: v for k, v in info.to_dict().items() if k not in ("name", "type", "labels")}
+        return ModelEntry(name=info.name, type=info.type, labels=list(info.labels), **data)
+
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
     def classify_endpoint(request: ClassifyRequest) -> ClassifyResponse:
         """Cohere's v1 classify. A plain ``def``: FastAPI runs it in its thread pool, off the event loop."""
@@ -415,7 +456,8 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
                     f"or use model small or large to classify from examples"
                 )
             examples = None
-        results = classify(request.inputs, examples, model, truncate=request.truncate or "END", precision=precision)
+        results = classify(request.inputs, examples, model, truncate=request.truncate or "END", precision=precision,
+                           label_names=bool(request.label_names), descriptions=request.descriptions)
         return ClassifyResponse(id=str(uuid.uuid4()), classifications=[to_cohere(r) for r in results])
 
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)

@@ -1,53 +1,53 @@
-"""Custom models: SetFit's method with sentence-transformers, then a head, saved by the store.
+"""Custom models: tune the encoder on the user's examples (``tuning.py``), fit a head, score it honestly.
 
-SetFit (Tunstall et al., 2022) in two steps: (1) contrastive fine-tuning of the sentence
-encoder on pairs drawn from the examples (same label → cosine 1, different → 0;
-``CosineSimilarityLoss``, SetFit's default), (2) a classification head on the tuned
-embeddings: the few-shot ``FewShotClassifier`` for single-label data, ``MultiLabelHead``
-(one-vs-rest logistic regression with a per-label threshold) for multi-label data; both live in
-``classifier.py``, scores in ``metrics.py``, the folder and the training lock in ``store.py``.
-This module imports the store, never the engine.
+SetFit's idea (Tunstall et al., 2022), made fast enough for a page: (1) tune the encoder so
+same-label examples move together (``playground.tuning``: the frozen lower layers run once, only
+the top layers train, every example in every step, steps set by a time budget, label names as
+extra examples when out-of-fold accuracy says they help); (2) a head on the tuned embeddings:
+``FewShotClassifier`` for single-label data, ``MultiLabelHead`` for multi-label data (both in
+``classifier.py``, scores in ``metrics.py``, folders and the training lock in ``store.py``).
 
-Why not the ``setfit`` library: setfit 1.2.0 runs with our pins only once ``datasets``,
-``evaluate`` and ``accelerate`` and a dozen of their dependencies are added (the benchmark does
-so, ``requirements-bench.txt``, to run it as a peer); and it saves its head with ``joblib``
-(pickle), which this project refuses. The loop below is a
-plain torch loop over sentence-transformers' own loss: no new package, and cancel / progress
-hooks at every step.
+The saved model learns from every example. Its scores come from cross-validation of the whole
+recipe (each fold tunes its own copy without the fold it is scored on) or from a validation file,
+beside the untuned head on the same folds. Classify's rules apply: 2 labels, 2 examples each.
 
-The number of pairs is capped (``TrainingSettings.max_pairs``, default 640 = 40 steps of 16)
-so 40-200 examples train in about a minute on 2 CPU cores with the small model; SetFit's own
-default would draw 40 pairs per example (8,000 for 200 examples).
+Why not the ``setfit`` library: it needs ``datasets``, ``evaluate`` and ``accelerate``, tunes every
+layer on pairs (minutes on a CPU), and saves its head with ``joblib`` (pickle), which this project
+refuses. This module imports the store, never the engine.
 """
 
 from __future__ import annotations
 
-import math
-import random
+import copy
+import hashlib
+import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold
 
-from ._files import now_iso
+from ._files import cache_dir, now_iso
 from .classifier import FewShotClassifier, Head, MultiLabelHead, indicator
 from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_examples_csv, read_multilabel_jsonl
-from .embeddings import BASE_MODELS, get_encoder, model_path
+from .embeddings import BASE_MODELS, model_path
 from .metrics import multi_label_metrics, single_label_metrics
-from .store import ModelInfo, TrainingLock, models_dir, remove_leftovers, save_model, validate_model_name
-from .validation import ValidationError, as_example
+from .store import ModelInfo, TrainingLock, delete_model, models_dir, remove_leftovers, save_model, validate_model_name
+from .validation import LABEL_NAME_MODES, MIN_EXAMPLES_PER_LABEL, MIN_LABELS, LabelNamesMode, ValidationError, as_example
 
-MIN_TRAIN_EXAMPLES = 40
-MIN_TRAIN_LABELS = 2
-MIN_TRAIN_PER_LABEL = 5
-SETFIT_PAIRS_PER_EXAMPLE = 40
-"""SetFit's default (20 iterations × a positive and a negative pair per example), before the cap."""
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from .tuning import TuningReport, TuningSettings
+
+MIN_TRAIN_LABELS = MIN_LABELS
+MIN_TRAIN_PER_LABEL = MIN_EXAMPLES_PER_LABEL
+"""The same rules as classify: any example set that classify accepts can be tuned on."""
 
 
 class TrainingCancelled(RuntimeError):
@@ -73,47 +73,60 @@ class TrainingSettings:
 
     Parameters
     ----------
-    epochs : int, default=1
-        Passes over the contrastive pairs.
-    max_pairs : int, default=640
-        Cap on the pairs drawn (SetFit would draw 40 per example); the main time knob.
-    batch_size : int, default=16
-        Pairs per optimiser step.
-    learning_rate : float, default=2e-5
-    warmup_proportion : float, default=0.1
-        Share of steps with a linearly rising learning rate.
+    time_budget_s : float or None, default=None
+        Wall seconds for tuning the encoder once (the step count follows from it). None: the
+        model's default (20 s small, 55 s large); cross-validation repeats the same steps per fold.
+    max_steps : int, default=40
+        Upper bound on the optimiser steps (each step sees every example).
+    use_label_names : {"auto", "always", "never"}, default="auto"
+        Label names (and descriptions) as extra training texts; "auto" uses them only when they
+        raise the out-of-fold accuracy on your examples.
+    cv_folds : int, default=3
+        Folds for the honest before/after scores (each fold tunes a copy on the other folds);
+        0 skips them. Ignored when a validation file is given: it is scored instead.
     max_seq_length : int, default=128
         Tokens per text while tuning (longer texts are cut; classifying keeps the model's limit).
-    validation_fraction : float, default=0.2
-        Held out (stratified) when no validation file is given.
     seed : int, default=42
     num_threads : int or None, default=None
-        Torch threads while tuning (None: leave torch's setting). On a busy machine 1 can be faster.
+        Torch threads while tuning (None: 1 for small batches, more when a CPU is idle).
 
-    >>> TrainingSettings(epochs=2, max_pairs=1000)
+    >>> TrainingSettings(time_budget_s=10, cv_folds=0)
     """
 
-    epochs: int = 1
-    max_pairs: int = 640
-    batch_size: int = 16
-    learning_rate: float = 2e-5
-    warmup_proportion: float = 0.1
+    time_budget_s: float | None = None
+    max_steps: int = 40
+    use_label_names: LabelNamesMode = "auto"
+    cv_folds: int = 3
     max_seq_length: int = 128
-    validation_fraction: float = 0.2
     seed: int = 42
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1, 50)
-        _check_int("max_pairs", self.max_pairs, 2, 1_000_000)
-        _check_int("batch_size", self.batch_size, 2, 1024)
-        _check_float("learning_rate", self.learning_rate, 0.0, 0.1)
-        _check_float("warmup_proportion", self.warmup_proportion, 0.0, 0.9, low_open=False)
+        if self.time_budget_s is not None:
+            _check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
+        _check_int("max_steps", self.max_steps, 1, 100_000)
+        if self.use_label_names not in LABEL_NAME_MODES:
+            raise ValueError(f"use_label_names must be one of {', '.join(LABEL_NAME_MODES)}. "
+                             f"But it was: {self.use_label_names!r}")
+        if not (type(self.cv_folds) is int and (self.cv_folds == 0 or 2 <= self.cv_folds <= 20)):  # never False, 0.0
+            raise ValueError(f"cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: {self.cv_folds!r}")
         _check_int("max_seq_length", self.max_seq_length, 8, 512)
-        _check_float("validation_fraction", self.validation_fraction, 0.0, 0.5)
         _check_int("seed", self.seed, 0, 2**32 - 1)
         if self.num_threads is not None:
             _check_int("num_threads", self.num_threads, 1, 256)
+
+    def tuning(self, *, steps: int | None = None) -> TuningSettings:
+        """The encoder tuning these settings ask for; ``steps`` fixes the step count (cross-validation folds)."""
+        from .tuning import TuningSettings  # heavy: tuning imports torch, which --help and listing never need
+
+        if steps is not None:
+            return TuningSettings(time_budget_s=None, max_steps=steps, min_steps=steps,
+                                  use_label_names=self.use_label_names, max_seq_length=self.max_seq_length,
+                                  seed=self.seed, threads=self.num_threads)
+        return TuningSettings(time_budget_s="auto" if self.time_budget_s is None else self.time_budget_s,
+                              max_steps=self.max_steps, min_steps=min(10, self.max_steps),
+                              use_label_names=self.use_label_names, max_seq_length=self.max_seq_length,
+                              seed=self.seed, threads=self.num_threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +142,7 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class TrainingProgress:
-    """One progress report: ``phase`` is checking | tuning | head | evaluating | saving | done."""
+    """One progress report: ``phase`` is checking | tuning | cross-validating | saving | done."""
 
     phase: str
     step: int
@@ -206,16 +219,12 @@ def load_training_data(data: Any, *, multi_label: bool | None = None, what: str 
 def check_training_data(data: TrainingData) -> None:
     """Every rule for training data, all problems listed at once (each names its row / line).
 
-    At least 40 examples; at least 2 labels; at least 5 examples per label (multi-label: each
-    label on at least 5 examples, and not on every one); no empty text; no text twice (and,
-    single-label, no text with two labels).
+    Classify's rules: at least 2 labels, at least 2 examples per label (multi-label: each label on
+    at least 2 examples, and not on every one); no empty text; no text twice (and, single-label,
+    no text with two labels).
     """
     problems: list[str] = []
     ex, where = data.examples, data.where
-    unit = "rows" if where and where[0].startswith("row") else "lines" if where and where[0].startswith("line") else "examples"
-    if len(ex) < MIN_TRAIN_EXAMPLES:
-        problems.append(f"training needs at least {MIN_TRAIN_EXAMPLES} examples - found {len(ex)}: "
-                        f"add {MIN_TRAIN_EXAMPLES - len(ex)} more {unit}")
     empty = [where[i] for i, e in enumerate(ex) if not e.text.strip()]
     if empty:
         problems.append(f"empty text at {', '.join(empty[:10])}: fill it in or delete it")
@@ -237,7 +246,7 @@ def check_training_data(data: TrainingData) -> None:
                         "add examples or remove the label")
     if data.multi_label:
         everywhere = [label for label, n in counts.items() if n == len(ex)]
-        if everywhere and len(ex) >= MIN_TRAIN_EXAMPLES:
+        if everywhere:
             problems.append(f"label {', '.join(map(repr, everywhere))} is on every example, so the model cannot "
                             "learn when it is absent: add examples without it")
     seen: dict[str, int] = {}
@@ -289,88 +298,33 @@ def _limit(problems: list[str], n: int = 20) -> list[str]:
     return problems if len(problems) <= n else problems[:n] + [f"… and {len(problems) - n} more like these"]
 
 
-def split_data(data: TrainingData, fraction: float, seed: int) -> tuple[TrainingData, TrainingData]:
-    """A stratified split (multi-label: stratified on each example's rarest label), seed fixed."""
-    n = len(data.examples)
-    indices = np.arange(n)
-    if data.multi_label:
-        counts = Counter(label for e in data.examples for label in e.labels)
-        keys = [min(e.labels, key=lambda label: (counts[label], label)) if e.labels else "" for e in data.examples]
-        key_counts = Counter(keys)
-        keys = [k if key_counts[k] >= 2 else "<rare>" for k in keys]
-        n_strata = len(set(keys))
-    else:
-        keys = [e.label for e in data.examples]
-        n_strata = len(set(keys))
-    n_test = max(int(round(fraction * n)), n_strata)
-    stratify = keys if min(Counter(keys).values()) >= 2 and n - n_test >= n_strata else None
-    train_idx, test_idx = train_test_split(indices, test_size=n_test, random_state=seed, stratify=stratify)
-    train_idx, test_idx = sorted(train_idx), sorted(test_idx)
+def stratum_keys(data: TrainingData) -> list[str]:
+    """What folds are stratified on: the label, or (multi-label) each example's rarest label."""
+    if not data.multi_label:
+        return [e.label for e in data.examples]
+    counts = Counter(label for e in data.examples for label in e.labels)
+    keys = [min(e.labels, key=lambda label: (counts[label], label)) if e.labels else "" for e in data.examples]
+    key_counts = Counter(keys)
+    return [k if key_counts[k] >= 2 else "<rare>" for k in keys]
 
-    def part(idx: Iterable[int]) -> TrainingData:
-        idx = list(idx)
-        return TrainingData([data.examples[i] for i in idx], [data.where[i] for i in idx], data.multi_label, data.source)
 
-    return part(train_idx), part(test_idx)
+def fold_indices(data: TrainingData, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified ``(train, test)`` index pairs; ``folds`` is lowered to the smallest stratum (at least 2)."""
+    keys = stratum_keys(data)
+    smallest = min(Counter(keys).values())
+    k = max(2, min(folds, smallest))
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed) if smallest >= 2 else \
+        KFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros(len(keys)), keys)]
+
+
+def subset(data: TrainingData, idx: Iterable[int]) -> TrainingData:
+    idx = list(idx)
+    return TrainingData([data.examples[i] for i in idx], [data.where[i] for i in idx], data.multi_label, data.source)
 
 
 # ----------------------------------------------------------------------------------------------
-# Pairs and contrastive tuning
-
-
-def make_pairs(data: TrainingData, n_pairs: int, seed: int) -> list[tuple[int, int, float]]:
-    """SetFit-style balanced pairs ``(i, j, target)``: alternately a positive and a negative per anchor.
-
-    Single-label: target 1 for the same label, 0 otherwise. Multi-label: target is the Jaccard
-    overlap of the two label sets (two texts with no label count as alike).
-    """
-    rng = random.Random(seed)
-    ex = data.examples
-    n = len(ex)
-    if data.multi_label:
-        sets = [frozenset(e.labels) for e in ex]
-
-        def target(i: int, j: int) -> float:
-            a, b = sets[i], sets[j]
-            return 1.0 if not a and not b else len(a & b) / len(a | b)
-    else:
-        labels = [e.label for e in ex]
-
-        def target(i: int, j: int) -> float:
-            return 1.0 if labels[i] == labels[j] else 0.0
-
-    positives: list[list[int]] = []
-    negatives: list[list[int]] = []
-    for i in range(n):
-        pos, neg = [], []
-        for j in range(n):
-            if j != i:
-                (pos if target(i, j) > 0 else neg).append(j)
-        positives.append(pos)
-        negatives.append(neg)
-    pairs: list[tuple[int, int, float]] = []
-    anchors: list[int] = []
-    while len(pairs) < n_pairs:
-        if not anchors:
-            anchors = list(range(n))
-            rng.shuffle(anchors)
-        i = anchors.pop()
-        for pool in (positives[i], negatives[i]):
-            if pool and len(pairs) < n_pairs:
-                j = rng.choice(pool)
-                pairs.append((i, j, target(i, j)))
-        if all(not positives[k] and not negatives[k] for k in range(n)):  # pragma: no cover - n < 2
-            break
-    return pairs
-
-
-def pair_count(n_examples: int, settings: TrainingSettings) -> int:
-    return max(2, min(settings.max_pairs, SETFIT_PAIRS_PER_EXAMPLE * n_examples))
-
-
-def total_steps(n_examples: int, settings: TrainingSettings) -> int:
-    """Optimiser steps a training will take (for the progress bar)."""
-    return settings.epochs * math.ceil(pair_count(n_examples, settings) / settings.batch_size)
+# Tuning the encoder (playground.tuning) and the head on its embeddings
 
 
 def _cancelled(cancel: CancelFlag | None) -> bool:
@@ -381,63 +335,32 @@ def _cancelled(cancel: CancelFlag | None) -> bool:
     return bool(cancel())
 
 
-def tune_body(data: TrainingData, base_model: str, settings: TrainingSettings, *,
-              on_step: Callable[[int, int, float], None] | None = None, cancel: CancelFlag | None = None):
-    """Contrastive fine-tuning of a fresh copy of the base encoder; returns the tuned ``SentenceTransformer``.
+def load_base(base_model: str) -> SentenceTransformer:
+    """A fresh copy of a base encoder to tune, never the shared one of ``get_encoder``."""
+    from sentence_transformers import SentenceTransformer  # heavy: only when a tuning starts
 
-    A fresh copy, never the shared encoder of ``get_encoder``, which other users keep using.
-    The one place that tunes: ``train`` only needs a ``SentenceTransformer`` back, so another
-    tuning method can replace this function without touching the rest of the module.
+    return SentenceTransformer(str(model_path(base_model)), device="cpu", local_files_only=True)
+
+
+def tune_body(body: SentenceTransformer, data: TrainingData, tuning: TuningSettings, *,
+              descriptions: dict[str, str] | None = None,
+              on_step: Callable[[int, int, float], None] | None = None,
+              cancel: CancelFlag | None = None) -> TuningReport:
+    """Tune ``body`` in place on ``data`` (playground.tuning: cached lower layers, top layers trained).
+
+    ``on_step(step, total_steps, seconds_left)``; a cancel raises ``TrainingCancelled``.
     """
-    import torch  # heavy: loaded when a training starts, not when the package is imported
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+    from .tuning import TuningCancelled, tune_encoder  # heavy: torch
 
-    torch.manual_seed(settings.seed)
-    model = SentenceTransformer(str(model_path(base_model)), device="cpu", local_files_only=True)
-    full_length = model.max_seq_length
-    model.max_seq_length = min(full_length, settings.max_seq_length)
-    texts = [e.text for e in data.examples]
-    pairs = make_pairs(data, pair_count(len(texts), settings), settings.seed)
-    steps_per_epoch = math.ceil(len(pairs) / settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    warmup = int(settings.warmup_proportion * total)
-    loss_fn = CosineSimilarityLoss(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    rng = random.Random(settings.seed)
-    old_threads = torch.get_num_threads()
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
-    step = 0
+    labels = [list(e.labels) if data.multi_label else e.label for e in data.examples]
     try:
-        model.train()
-        for _ in range(settings.epochs):
-            order = list(pairs)
-            rng.shuffle(order)
-            for start in range(0, len(order), settings.batch_size):
-                if _cancelled(cancel):
-                    raise TrainingCancelled("training cancelled: nothing was saved")
-                batch = order[start:start + settings.batch_size]
-                features_a = model.preprocess([texts[i] for i, _, _ in batch])
-                features_b = model.preprocess([texts[j] for _, j, _ in batch])
-                targets = torch.tensor([t for _, _, t in batch], dtype=torch.float32)
-                loss = loss_fn([features_a, features_b], targets)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if on_step is not None:
-                    on_step(step, total, float(loss.detach()))
-    finally:
-        if settings.num_threads:
-            torch.set_num_threads(old_threads)
-        model.eval()
-        model.max_seq_length = full_length
-    return model
+        return tune_encoder(body, [e.text for e in data.examples], labels, settings=tuning,
+                            label_descriptions=descriptions,
+                            progress=None if on_step is None else
+                            (lambda p: on_step(p.step, p.total_steps, p.seconds_left)),
+                            should_stop=None if cancel is None else (lambda: _cancelled(cancel)))
+    except TuningCancelled:
+        raise TrainingCancelled("training cancelled: nothing was saved") from None
 
 
 def embed_with(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -458,127 +381,348 @@ def fit_head(data: TrainingData, X: np.ndarray) -> Head:
     return FewShotClassifier().fit(X, [e.label for e in data.examples])
 
 
-def evaluate_head(head: Head, X: np.ndarray, data: TrainingData, labels: Sequence[str]) -> dict:
-    """The head's scores on ``data`` (embedded as ``X``), as ``metrics`` computes them."""
-    if data.multi_label:
-        return multi_label_metrics(indicator(data.examples, labels), head.predict(X), labels)
-    return single_label_metrics([e.label for e in data.examples], [str(p) for p in head.predict(X)], labels)
-
-
 # ----------------------------------------------------------------------------------------------
-# train()
+# tune(): a tuned model in memory, with honest scores; train(): tune() and save it by name
 
 
-def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool | None = None,
-          validation: Any = None, settings: TrainingSettings | None = None,
-          progress: ProgressCallback | None = None, cancel: CancelFlag | None = None,
-          directory: Path | None = None) -> ModelInfo:
-    """Train a custom model and save it under ``name``; returns its ``ModelInfo`` (metrics included).
+@dataclass
+class TunedModel:
+    """A tuned encoder and its head, not saved yet. ``config`` is the saved model's config.
+
+    ``train`` saves one by name; the Classify page keeps one per grid and saves it on request.
+    """
+
+    body: SentenceTransformer
+    head: Head
+    config: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.config["metrics"]
+
+    def write_body(self, path: Path) -> None:
+        self.body.save(str(path), safe_serialization=True)
+
+
+def _predictions(head: Head, X: np.ndarray, labels: Sequence[str], multi_label: bool) -> np.ndarray:
+    """Predictions as labels (single-label) or an indicator over ``labels`` (a fold may lack a label)."""
+    predicted = head.predict(X)
+    if not multi_label:
+        return np.asarray([str(p) for p in predicted], dtype=object)
+    out = np.zeros((len(X), len(labels)), dtype=int)
+    for j, label in enumerate(head.classes_):
+        out[:, labels.index(str(label))] = np.asarray(predicted)[:, j]
+    return out
+
+
+def _scores(data: TrainingData, predicted: np.ndarray, labels: Sequence[str]) -> dict:
+    if data.multi_label:
+        return multi_label_metrics(indicator(data.examples, labels), predicted, labels)
+    return single_label_metrics([e.label for e in data.examples], [str(p) for p in predicted], labels)
+
+
+def _fit_fold_head(part: TrainingData, X: np.ndarray) -> tuple[Head | None, list[str]]:
+    """``fit_head`` on a fold's training part, and the labels it predicts on every held-out example.
+
+    Multi-label: a label on every example of the part (the data has examples without it, but the fold
+    left them all out) cannot be learnt as absent, so the head leaves it out and it is predicted present.
+    """
+    if not part.multi_label:
+        return fit_head(part, X), []
+    always = [label for label in part.labels if all(label in e.labels for e in part.examples)]
+    rest = [label for label in part.labels if label not in always]
+    head = MultiLabelHead(labels=rest).fit(X, indicator(part.examples, rest)) if rest else None
+    return head, always
+
+
+def _fold_predictions(fitted: tuple[Head | None, list[str]], X: np.ndarray, labels: Sequence[str],
+                      multi_label: bool) -> np.ndarray:
+    head, always = fitted
+    out = np.zeros((len(X), len(labels)), dtype=int) if head is None else _predictions(head, X, labels, multi_label)
+    for label in always:
+        out[:, labels.index(label)] = 1
+    return out
+
+
+CV_SEED_TRIES = 10
+
+
+def usable_folds(data: TrainingData, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``fold_indices`` whose every training part has at least 2 labels to tune on (the next seeds are
+    tried when one does not: multi-label data with rare label sets); a ``ValidationError`` if none does."""
+    for s in range(seed, seed + CV_SEED_TRIES):
+        split = fold_indices(data, folds, s)
+        if all(len(subset(data, train_idx).labels) >= MIN_TRAIN_LABELS for train_idx, _ in split):
+            return split
+    raise ValidationError(f"cross-validation found no split of these {len(data.examples)} examples into folds "
+                          f"that each leave at least {MIN_TRAIN_LABELS} labels to tune on: add examples, "
+                          "give a validation file, or set cv_folds=0 (no scores)")
+
+
+def cross_validate(base: SentenceTransformer, data: TrainingData, settings: TrainingSettings, steps: int, *,
+                   descriptions: dict[str, str] | None = None,
+                   on_fold: Callable[[int, int, int, int], None] | None = None,
+                   cancel: CancelFlag | None = None) -> tuple[dict, dict, int]:
+    """Out-of-fold scores of the tuned model and of the untuned head, on the same folds.
+
+    Each fold tunes a fresh copy of ``base`` on the other folds for ``steps`` steps (the count the
+    final tuning used), fits the head, and predicts the held-out fold; the untuned baseline fits the
+    same head on the base encoder's embeddings. Returns (tuned scores, baseline scores, folds).
+    ``on_fold(fold, folds, step, steps)`` reports progress.
+    """
+    labels = data.labels
+    texts = [e.text for e in data.examples]
+    X_base = embed_with(base, texts)
+    folds = usable_folds(data, settings.cv_folds, settings.seed)
+    shape = (len(texts), len(labels)) if data.multi_label else (len(texts),)
+    tuned = np.zeros(shape, dtype=int) if data.multi_label else np.empty(shape, dtype=object)
+    plain = tuned.copy()
+    for k, (train_idx, test_idx) in enumerate(folds, start=1):
+        part = subset(data, train_idx)
+        body = copy.deepcopy(base)
+        tune_body(body, part, settings.tuning(steps=steps), descriptions=descriptions, cancel=cancel,
+                  on_step=None if on_fold is None else (lambda step, total, left, k=k: on_fold(k, len(folds), step, total)))
+        head = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx]))
+        tuned[test_idx] = _fold_predictions(head, embed_with(body, [texts[i] for i in test_idx]), labels,
+                                            data.multi_label)
+        base_head = _fit_fold_head(part, X_base[train_idx])
+        plain[test_idx] = _fold_predictions(base_head, X_base[test_idx], labels, data.multi_label)
+        del body
+    return _scores(data, tuned, labels), _scores(data, plain, labels), len(folds)
+
+
+def tune(data: Any, *, base_model: str = "small", multi_label: bool | None = None, validation: Any = None,
+         settings: TrainingSettings | None = None, descriptions: dict[str, str] | None = None,
+         progress: ProgressCallback | None = None, cancel: CancelFlag | None = None) -> TunedModel:
+    """Tune the encoder on every example, fit the head, and score it honestly; nothing is saved.
 
     Parameters
     ----------
     data : path to a CSV (single-label) or JSONL (multi-label) file, or a list of ``Example`` /
-        ``MultiLabelExample``. At least 40 examples, 2 labels, 5 examples per label.
-    name : str
-        Letters, digits, ``-`` and ``_``; must not exist yet.
+        ``MultiLabelExample`` / (text, label) pairs. Classify's rules: 2 labels, 2 examples each.
     base_model : {"small", "large"}
-    multi_label : bool or None
-        None decides from the file suffix or the list's items.
     validation : same kinds as ``data``, optional
-        Scored on; without it a stratified ``settings.validation_fraction`` is held out (seed fixed).
+        Scored on (held out). Without it, ``settings.cv_folds`` folds cross-validate the whole recipe
+        (each fold tunes its own copy); ``cv_folds=0`` skips the scores.
+    descriptions : {label: description}, optional
+        Extra words about each label, used with the label names while tuning.
     progress : callable taking a ``TrainingProgress``, optional
+        Phases: checking, tuning, cross-validating, done; ``seconds_left`` estimates the whole call.
     cancel : threading.Event or callable returning bool, optional
-        Checked before every step; raises ``TrainingCancelled`` and saves nothing.
+        Checked at every step; raises ``TrainingCancelled``.
 
-    The saved model is trained on the training part only, so its scores are honest ones.
+    The model learns from every example; the scores come from folds (or the validation file) that
+    the scored copy never saw, next to the untuned model's on the same folds.
 
-    >>> info = train("tickets.csv", "support-topics")
-    >>> info.metrics["trained"]["accuracy"], info.metrics["baseline"]["accuracy"]
+    >>> tuned = tune([("The order is 5 days late", "negative"), ...], base_model="small")
+    >>> tuned.metrics["trained"]["accuracy"], tuned.metrics["baseline"]["accuracy"]
     """
+    return _tune(_checked_inputs(data, base_model, multi_label, validation, settings, descriptions),
+                 progress=progress, cancel=cancel)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """``tune``'s arguments, read and checked (so ``train`` can check them before it takes the lock)."""
+
+    everything: TrainingData
+    valid: TrainingData | None
+    warnings: list[str]
+    base_model: str
+    settings: TrainingSettings
+    descriptions: dict[str, str] | None
+
+
+def _checked_inputs(data: Any, base_model: str, multi_label: bool | None, validation: Any,
+                    settings: TrainingSettings | None, descriptions: dict[str, str] | None) -> _Inputs:
     settings = settings or TrainingSettings()
     if not isinstance(settings, TrainingSettings):
         raise TypeError(f"settings must be a TrainingSettings, got {type(settings).__name__}")
     if base_model not in BASE_MODELS:
         raise ValidationError(f"base_model must be one of {', '.join(BASE_MODELS)} - received {base_model!r}")
-    validate_model_name(name)
-    directory = directory or models_dir()
-    if (directory / name).exists():
-        raise ValidationError(f"a model named {name!r} already exists in {directory}: delete it or pick another name")
+    everything = load_training_data(data, multi_label=multi_label)
+    check_training_data(everything)
+    descriptions = {str(k): str(v) for k, v in (descriptions or {}).items() if str(v).strip()} or None
+    warnings: list[str] = []
+    valid = None
+    if validation is not None:
+        valid = load_training_data(validation, multi_label=everything.multi_label, what="validation")
+        warnings += check_validation_data(valid, everything)
+    elif settings.cv_folds:
+        usable_folds(everything, settings.cv_folds, settings.seed)  # refused now, not after the tuning
+    return _Inputs(everything, valid, warnings, base_model, settings, descriptions)
+
+
+def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelFlag | None) -> TunedModel:
+    everything, valid, warnings = inputs.everything, inputs.valid, inputs.warnings
+    base_model, settings, descriptions = inputs.base_model, inputs.settings, inputs.descriptions
+    folds = 0 if valid is not None else settings.cv_folds
     started = time.monotonic()
+    estimate = {"tune": None}
 
     def report(phase: str, step: int, total: int, left: float | None, message: str) -> None:
         if progress is not None:
             progress(TrainingProgress(phase, step, total, time.monotonic() - started, left, message))
 
-    everything = load_training_data(data, multi_label=multi_label)
-    check_training_data(everything)
-    warnings: list[str] = []
-    if validation is not None:
-        valid = load_training_data(validation, multi_label=everything.multi_label, what="validation")
-        warnings += check_validation_data(valid, everything)
-        train_part = everything
-        validation_info = {"source": "file", "file": valid.source, "n": len(valid.examples)}
-    else:
-        train_part, valid = split_data(everything, settings.validation_fraction, settings.seed)
-        validation_info = {"source": "split", "fraction": settings.validation_fraction, "seed": settings.seed,
-                           "n": len(valid.examples)}
-    labels = everything.labels
-    total = total_steps(len(train_part.examples), settings)
+    n = len(everything.examples)
+    report("checking", 0, 1, None, f"{n} examples, {len(everything.labels)} labels; loading the {base_model} model")
+    base = load_base(base_model)
+    body = copy.deepcopy(base)
+    tune_started = time.monotonic()
+    cv_share = folds * (folds - 1) / folds if folds else 0.0  # each fold tunes on (k-1)/k of the texts
 
+    def on_step(step: int, total: int, left: float) -> None:
+        rest = left + cv_share * (time.monotonic() - tune_started + left)
+        report("tuning", step, total, rest, f"tuning the encoder on all {n} examples, step {step}/{total}")
+
+    tuning_report = tune_body(body, everything, settings.tuning(), descriptions=descriptions, on_step=on_step,
+                              cancel=cancel)
+    tune_seconds = time.monotonic() - tune_started
+    estimate["tune"] = tune_seconds
+    texts = [e.text for e in everything.examples]
+    head = fit_head(everything, embed_with(body, texts))
+    labels = everything.labels
+    if valid is not None:
+        v_texts = [e.text for e in valid.examples]
+        trained = _scores(valid, _predictions(head, embed_with(body, v_texts), labels, valid.multi_label), labels)
+        base_head = fit_head(everything, embed_with(base, texts))
+        baseline = _scores(valid, _predictions(base_head, embed_with(base, v_texts), labels, valid.multi_label), labels)
+        validation_info = {"source": "file", "file": valid.source, "n": len(valid.examples)}
+    elif folds:
+        cv_started = time.monotonic()
+        starts: dict[int, float] = {}
+
+        def on_fold(fold: int, k: int, step: int, total: int) -> None:
+            now = time.monotonic()
+            starts.setdefault(fold, now)
+            if fold > 1:  # measured: the finished folds' mean, set-up (copy, embedding, head) included
+                per_fold = (starts[fold] - cv_started) / (fold - 1)
+            else:  # before any fold finished: the final tuning's pace on (k-1)/k of the examples
+                per_fold = max(tune_seconds * (k - 1) / k, now - starts[fold])
+            current_left = max(0.0, per_fold - (now - starts[fold]))
+            report("cross-validating", fold, k, current_left + (k - fold) * per_fold,
+                   f"scoring on held-out examples: fold {fold}/{k}, step {step}/{total}")
+
+        trained, baseline, folds = cross_validate(base, everything, settings, tuning_report.steps,
+                                                  descriptions=descriptions, on_fold=on_fold, cancel=cancel)
+        validation_info = {"source": "cross-validation", "folds": folds, "n": n}
+    else:
+        trained = baseline = {}
+        validation_info = {"source": "none", "n": 0}
+    if _cancelled(cancel):
+        raise TrainingCancelled("training cancelled: nothing was saved")
+    metrics = {
+        "validation": validation_info,
+        "trained": trained,
+        "baseline": baseline,
+        "training_seconds": round(time.monotonic() - started, 1),
+        "tuning_seconds": round(tune_seconds, 1),
+        "steps": tuning_report.steps,
+        "used_label_names": tuning_report.used_label_names,
+        "warnings": warnings,
+    }
+    config = {
+        "type": "multi-label" if everything.multi_label else "single-label",
+        "base_model": base_model,
+        "base_model_id": BASE_MODELS[base_model].hub_id,
+        "labels": [str(c) for c in head.classes_],
+        "thresholds": head.thresholds if everything.multi_label else {},
+        "head": head.to_config(),
+        "metrics": metrics,
+        "n_examples": n,
+        "n_train": n,
+        "created": now_iso(),
+        "training": {**settings.to_dict(), "method": "tuned top layers over cached lower layers (playground.tuning) + head",
+                     "source": everything.source, "descriptions": descriptions or {},
+                     "tuning": tuning_report.to_dict()},
+    }
+    report("done", 1, 1, 0.0, "tuned")
+    return TunedModel(body, head, config)
+
+
+def save_tuned(tuned: TunedModel, name: str, *, directory: Path | None = None) -> ModelInfo:
+    """Save a ``TunedModel`` by name (atomically, under the training lock): a custom model like any other."""
+    validate_model_name(name)
+    directory = directory or models_dir()
+    if (directory / name).exists():
+        raise ValidationError(f"a model named {name!r} already exists in {directory}: delete it or pick another name")
     with TrainingLock(directory, name):
         remove_leftovers(directory)  # temp folders of a save that was killed (kill -9, power cut)
-        report("checking", 0, total, None, f"{len(train_part.examples)} training and {len(valid.examples)} "
-               f"validation examples; loading the {base_model} model")
-        tune_started = time.monotonic()
-
-        def on_step(step: int, steps: int, loss: float) -> None:
-            per_step = (time.monotonic() - tune_started) / step
-            report("tuning", step, steps, per_step * (steps - step), f"contrastive tuning, step {step}/{steps} "
-                   f"(loss {loss:.4f})")
-
-        body = tune_body(train_part, base_model, settings, on_step=on_step, cancel=cancel)
-        tune_seconds = time.monotonic() - tune_started
-        if _cancelled(cancel):
-            raise TrainingCancelled("training cancelled: nothing was saved")
-        report("head", total, total, None, "fitting the classification head on the tuned embeddings")
-        X_train = embed_with(body, [e.text for e in train_part.examples])
-        head = fit_head(train_part, X_train)
-        report("evaluating", total, total, None, "scoring the trained model and the plain few-shot baseline")
-        trained = evaluate_head(head, embed_with(body, [e.text for e in valid.examples]), valid, labels)
-        base = get_encoder(base_model, precision="fp32")  # same precision as the tuned body here
-        base_head = fit_head(train_part, base.embed([e.text for e in train_part.examples]))
-        baseline = evaluate_head(base_head, base.embed([e.text for e in valid.examples]), valid, labels)
-        if _cancelled(cancel):
-            raise TrainingCancelled("training cancelled: nothing was saved")
-        report("saving", total, total, None, f"saving to {directory / name}")
-        n_pairs = pair_count(len(train_part.examples), settings)
-        metrics = {
-            "validation": validation_info,
-            "trained": trained,
-            "baseline": baseline,
-            "training_seconds": round(time.monotonic() - started, 1),
-            "tuning_seconds": round(tune_seconds, 1),
-            "n_pairs": n_pairs,
-            "steps": total,
-            "warnings": warnings,
-        }
-        model_type = "multi-label" if everything.multi_label else "single-label"
-        config = {
-            "type": model_type,
-            "base_model": base_model,
-            "base_model_id": BASE_MODELS[base_model].hub_id,
-            "labels": [str(c) for c in head.classes_],
-            "thresholds": head.thresholds if everything.multi_label else {},
-            "head": head.to_config(),
-            "metrics": metrics,
-            "n_examples": len(everything.examples),
-            "n_train": len(train_part.examples),
-            "created": now_iso(),
-            "training": {**settings.to_dict(), "method": "setfit (contrastive CosineSimilarityLoss + head)",
-                         "source": everything.source},
-        }
-        info = save_model(name, config=config, head_arrays=head.to_arrays(),
-                          write_body=lambda path: body.save(str(path), safe_serialization=True),
+        return save_model(name, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
                           directory=directory)
-        report("done", total, total, 0.0, f"saved model {name!r}")
+
+
+def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool | None = None,
+          validation: Any = None, settings: TrainingSettings | None = None,
+          descriptions: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+          cancel: CancelFlag | None = None, directory: Path | None = None) -> ModelInfo:
+    """Tune a custom model (``tune``) and save it under ``name``; returns its ``ModelInfo`` (metrics included).
+
+    ``name``: letters, digits, ``-`` and ``_``; must not exist yet. One training at a time per models
+    folder (``TrainingBusyError``); the rest is ``tune``'s parameters.
+
+    >>> info = train("tickets.csv", "support-topics")
+    >>> info.metrics["trained"]["accuracy"], info.metrics["baseline"]["accuracy"]
+    """
+    validate_model_name(name)
+    directory = directory or models_dir()
+    if (directory / name).exists():
+        raise ValidationError(f"a model named {name!r} already exists in {directory}: delete it or pick another name")
+    inputs = _checked_inputs(data, base_model, multi_label, validation, settings, descriptions)  # before the lock:
+    # bad data is reported as such (not as "busy") and leaves no models folder behind
+    with TrainingLock(directory, name):
+        remove_leftovers(directory)  # temp folders of a save that was killed (kill -9, power cut)
+
+        def until_saved(p: TrainingProgress) -> None:  # tune's "done" is not done yet: "saving" comes next
+            if p.phase != "done":
+                progress(p)
+
+        tuned = _tune(inputs, progress=None if progress is None else until_saved, cancel=cancel)
+        if progress is not None:
+            progress(TrainingProgress("saving", 1, 1, tuned.metrics["training_seconds"], None,
+                                      f"saving to {directory / name}"))
+        info = save_model(name, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
+                          directory=directory)
+        if progress is not None:
+            progress(TrainingProgress("done", 1, 1, tuned.metrics["training_seconds"], 0.0, f"saved model {name!r}"))
     return info
+
+
+# ----------------------------------------------------------------------------------------------
+# The Classify page's Tune step: a tuned model per grid, kept in the cache until saved by name
+
+TUNED_CACHE = "tuned"
+
+
+def grid_key(examples: Iterable[Any], base_model: str, descriptions: dict[str, str] | None = None) -> str:
+    """One key per (examples, base model, descriptions): a tuned model answers only for the grid it was tuned on."""
+    items = [as_example(item, i) for i, item in enumerate(examples)]
+    payload = json.dumps({"model": base_model, "examples": [[e.text, e.label] for e in items],
+                          "descriptions": sorted((descriptions or {}).items())}, ensure_ascii=False)
+    return "grid-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def tuned_grid_folder(key: str) -> Path:
+    return cache_dir() / TUNED_CACHE / key
+
+
+def tune_grid(examples: Iterable[Any], base_model: str = "small", *, settings: TrainingSettings | None = None,
+              descriptions: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+              cancel: CancelFlag | None = None) -> tuple[TunedModel, Path]:
+    """``tune`` the grid's examples and keep the result as a model folder in the cache, keyed by ``grid_key``.
+
+    Returns the tuned model (``save_tuned`` makes it a named custom model) and its cached folder, which
+    ``engine.load_folder`` classifies with. A grid tuned before is tuned again (settings may differ):
+    the old folder is replaced.
+    """
+    examples = list(examples)
+    key = grid_key(examples, base_model, descriptions)
+    tuned = tune(examples, base_model=base_model, settings=settings, descriptions=descriptions, multi_label=False,
+                 progress=progress, cancel=cancel)
+    directory = cache_dir() / TUNED_CACHE
+    folder = directory / key
+    if folder.exists():
+        delete_model(key, directory)
+    save_model(key, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
+               directory=directory)
+    return tuned, folder

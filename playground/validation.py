@@ -24,6 +24,9 @@ TRUNCATE_OPTIONS: tuple[str, ...] = get_args(Truncate)
 ClassificationType = Literal["single-label", "multi-label"]
 """What a model answers: one label per text, or any number of labels (each over its threshold)."""
 CLASSIFICATION_TYPES: tuple[str, ...] = get_args(ClassificationType)
+LabelNamesMode = Literal["auto", "always", "never"]
+"""Whether tuning adds label-name texts: "auto" decides on the examples' out-of-fold accuracy."""
+LABEL_NAME_MODES: tuple[str, ...] = get_args(LabelNamesMode)
 
 
 class ValidationError(ValueError):

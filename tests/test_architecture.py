@@ -27,6 +27,7 @@ SHARED_TOOL = ROOT.parent / "shared" / "tools" / "import_graph.py"
 LAZY_ALLOWED = {
     "playground.server": "FastAPI and uvicorn: only `python -m playground serve` needs them",
     "playground.spark": "pyspark: optional, only `spark-classify` needs it",
+    "playground.tuning": "torch: only a training needs it, not listing models, --help or classify's import",
 }
 """Package modules that may be imported inside a function, and why (a heavy optional dependency)."""
 FRONT_ENDS = {"playground.cli", "playground.server", "playground.__main__"}

@@ -123,8 +123,12 @@ API_CHECKS = [checks.not_a_server_error, checks.response_schema_conformance, che
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _model_loaded(small_encoder):
-    """Load the small model once, before the first generated request."""
+def _model_loaded(small_encoder, tmp_path_factory):
+    """Load the small model once, before the first generated request; models that POST /v1/tune
+    saves go to a temporary folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLASSIFY_MODELS_DIR", str(tmp_path_factory.mktemp("fuzz-models")))
+        yield
 
 
 @schema.parametrize()

@@ -231,9 +231,12 @@ def test_models_lists_base_models(client):
 def test_health_and_openapi(client):
     assert client.get("/health").json() == {"status": "ok", "version": "0.1.0"}
     spec = client.get("/openapi.json").json()
-    assert {"/v1/classify", "/v1/models", "/health"} <= set(spec["paths"])
+    assert {"/v1/classify", "/v1/tune", "/v1/models", "/health"} <= set(spec["paths"])
     request = spec["components"]["schemas"]["ClassifyRequest"]
-    assert set(request["properties"]) == {"inputs", "examples", "model", "truncate", "preset"}
+    # Cohere's fields, plus the two optional extensions (label names as a prior, label descriptions)
+    assert set(request["properties"]) == {"inputs", "examples", "model", "truncate", "preset", "label_names",
+                                          "descriptions"}
+    assert set(request.get("required", [])) == {"inputs"}
     assert "400" in spec["paths"]["/v1/classify"]["post"]["responses"]
 
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest

