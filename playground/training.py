@@ -38,7 +38,16 @@ from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_
 from .embeddings import BASE_MODELS, model_path
 from .metrics import multi_label_metrics, single_label_metrics
 from .store import ModelInfo, TrainingLock, delete_model, models_dir, remove_leftovers, save_model, validate_model_name
-from .validation import LABEL_NAME_MODES, MIN_EXAMPLES_PER_LABEL, MIN_LABELS, LabelNamesMode, ValidationError, as_example
+from .validation import (
+    LABEL_NAME_MODES,
+    MIN_EXAMPLES_PER_LABEL,
+    MIN_LABELS,
+    LabelNamesMode,
+    ValidationError,
+    as_example,
+    check_float,
+    check_int,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -52,19 +61,6 @@ MIN_TRAIN_PER_LABEL = MIN_EXAMPLES_PER_LABEL
 
 class TrainingCancelled(RuntimeError):
     """The user cancelled; nothing was saved."""
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer from {low} to {high}. But it was: {value!r}")
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        (low < value if low_open else low <= value) and value <= high)
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}]. But it was: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -103,17 +99,17 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         if self.time_budget_s is not None:
-            _check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
-        _check_int("max_steps", self.max_steps, 1, 100_000)
+            check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
+        check_int("max_steps", self.max_steps, 1, 100_000)
         if self.use_label_names not in LABEL_NAME_MODES:
             raise ValueError(f"use_label_names must be one of {', '.join(LABEL_NAME_MODES)}. "
                              f"But it was: {self.use_label_names!r}")
         if not (type(self.cv_folds) is int and (self.cv_folds == 0 or 2 <= self.cv_folds <= 20)):  # never False, 0.0
             raise ValueError(f"cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: {self.cv_folds!r}")
-        _check_int("max_seq_length", self.max_seq_length, 8, 512)
-        _check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("max_seq_length", self.max_seq_length, 8, 512)
+        check_int("seed", self.seed, 0, 2**32 - 1)
         if self.num_threads is not None:
-            _check_int("num_threads", self.num_threads, 1, 256)
+            check_int("num_threads", self.num_threads, 1, 256)
 
     def tuning(self, *, steps: int | None = None) -> TuningSettings:
         """The encoder tuning these settings ask for; ``steps`` fixes the step count (cross-validation folds)."""

@@ -36,7 +36,6 @@ types (``validation``) and the CPU's bf16 check (``embeddings``).
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from .embeddings import bf16_supported
-from .validation import LabelNamesMode
+from .validation import LabelNamesMode, check_float, check_int
 
 LossName = Literal["cosine", "supcon"]
 PrecisionName = Literal["auto", "bf16", "fp32"]
@@ -78,17 +77,6 @@ class UnsupportedEncoderError(ValueError):
 
 # ----------------------------------------------------------------------------------------------
 # Settings, progress, report
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer from {low} to {high}. But it was: {value!r}")
-
-
-def _check_float(name: str, value: Any, low: float, high: float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low < value <= high
-    if not ok:
-        raise ValueError(f"{name} must be a number in ({low}, {high}]. But it was: {value!r}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -146,17 +134,17 @@ class TuningSettings:
 
     def __post_init__(self) -> None:
         if self.top_layers is not None:
-            _check_int("top_layers", self.top_layers, 1, 1000)
+            check_int("top_layers", self.top_layers, 1, 1000)
         if self.learning_rate is not None:
-            _check_float("learning_rate", self.learning_rate, 0.0, 0.1)
+            check_float("learning_rate", self.learning_rate, 0.0, 0.1)
         if self.time_budget_s is not None and self.time_budget_s != "auto":
-            _check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
-        _check_int("max_steps", self.max_steps, 1, 100_000)
-        _check_int("min_steps", self.min_steps, 1, 100_000)
+            check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
+        check_int("max_steps", self.max_steps, 1, 100_000)
+        check_int("min_steps", self.min_steps, 1, 100_000)
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps must be at most max_steps ({self.max_steps}). But it was: {self.min_steps!r}")
         _check_choice("loss", self.loss, get_args(LossName))
-        _check_float("temperature", self.temperature, 0.0, 10.0)
+        check_float("temperature", self.temperature, 0.0, 10.0)
         _check_choice("use_label_names", self.use_label_names, get_args(LabelNamesMode))
         if not (isinstance(self.warmup_fraction, (int, float)) and not isinstance(self.warmup_fraction, bool)
                 and 0.0 <= self.warmup_fraction <= 0.5):
@@ -165,10 +153,10 @@ class TuningSettings:
                 and 0.0 <= self.weight_decay <= 1.0):
             raise ValueError(f"weight_decay must be a number in [0, 1]. But it was: {self.weight_decay!r}")
         if self.max_seq_length is not None:
-            _check_int("max_seq_length", self.max_seq_length, 8, 8192)
-        _check_int("seed", self.seed, 0, 2**32 - 1)
+            check_int("max_seq_length", self.max_seq_length, 8, 8192)
+        check_int("seed", self.seed, 0, 2**32 - 1)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1, 256)
+            check_int("threads", self.threads, 1, 256)
         _check_choice("precision", self.precision, get_args(PrecisionName))
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,8 @@ endpoint where it had one.
 
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,3 +204,18 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):  # None / NaN from a new grid row
         return ""
     return str(value).strip()
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """A settings field that must be an integer in [low, high] (never a bool); the message names the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}. But it was: {value!r}")
+
+
+def check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = True) -> None:
+    """A settings field that must be a finite number in (low, high] (or [low, high]); the message names the value."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        (low < value if low_open else low <= value) and value <= high)
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}]. But it was: {value!r}")
