@@ -554,7 +554,6 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     base_model, settings, descriptions = inputs.base_model, inputs.settings, inputs.descriptions
     folds = 0 if valid is not None else settings.cv_folds
     started = time.monotonic()
-    estimate = {"tune": None}
 
     def report(phase: str, step: int, total: int, left: float | None, message: str) -> None:
         if progress is not None:
@@ -574,7 +573,6 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     tuning_report = tune_body(body, everything, settings.tuning(), descriptions=descriptions, on_step=on_step,
                               cancel=cancel)
     tune_seconds = time.monotonic() - tune_started
-    estimate["tune"] = tune_seconds
     texts = [e.text for e in everything.examples]
     head = fit_head(everything, embed_with(body, texts))
     labels = everything.labels
