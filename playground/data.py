@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .validation import Example, ValidationError
+from .validation import Example, ValidationError, label_descriptions
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 FIELD_SIZE_LIMIT = 16 * 1024 * 1024
@@ -27,6 +27,8 @@ csv.field_size_limit(FIELD_SIZE_LIMIT)
 MAX_PROBLEMS_SHOWN = 20
 TEXT_COLUMNS = ("text", "texts", "example", "examples", "input", "sentence", "content", "message")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "tag")
+DESCRIPTION_COLUMNS = ("description", "label_description", "label description", "definition")
+"""An optional header column saying what a label means (once per label); used with the label names."""
 DELIMITERS = ",;\t"
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 """File names ending so hold multi-label JSON Lines; anything else is read as CSV."""
@@ -49,6 +51,8 @@ class ParsedExamples:
     warnings: list[str] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     """The file row of each example (header counted), for later messages that name it."""
+    descriptions: dict[str, str] = field(default_factory=dict)
+    """{label: description} from an optional ``description`` column (empty without one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +148,8 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
     """Read ``text,label`` rows: header optional, comma / semicolon / tab sniffed, BOM allowed.
 
     With a header naming a text and a label column (``text``, ``label``, ``category`` …), those
-    two columns are used and others ignored; without one, every row must have exactly two
+    two columns are used, plus an optional ``description`` column (what a label means, on any
+    one row of that label), and others ignored; without one, every row must have exactly two
     fields. Blank rows are skipped. Raises ``DataFileError`` listing every bad row.
     """
     text, encoding, warnings = decode_text(_read_bytes(source))
@@ -167,6 +172,9 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
     has_header = columns is not None
     text_col, label_col = columns or (0, 1)
     header = [cell.strip() for cell in rows[0]] if has_header else ["text", "label"]
+    description_col = next((i for i, name in enumerate(header) if has_header and name.lower() in DESCRIPTION_COLUMNS),
+                           None)
+    described: list[tuple[str, str]] = []
     problems: list[str] = []
     examples: list[Example] = []
     blank = 0
@@ -195,6 +203,13 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
             continue
         examples.append(Example(ex_text, ex_label))
         numbers.append(number)
+        if description_col is not None:
+            described.append((ex_label, unescape_cell(row[description_col])))
+    descriptions: dict[str, str] = {}
+    try:
+        descriptions = label_descriptions(described, [f"row {n}" for n in numbers])
+    except ValidationError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise DataFileError(_limit(problems))
     if not examples:
@@ -203,7 +218,7 @@ def read_examples_csv(source: bytes | str | Path | io.IOBase) -> ParsedExamples:
     if blank:
         warnings.append(f"skipped {blank} blank row{'s' if blank != 1 else ''}")
     warnings.extend(near_duplicate_labels([ex.label for ex in examples], numbers))
-    return ParsedExamples(examples, has_header, delimiter, encoding, warnings, numbers)
+    return ParsedExamples(examples, has_header, delimiter, encoding, warnings, numbers, descriptions)
 
 
 def near_duplicate_labels(labels: Iterable[str], rows: Sequence[int] | None = None) -> list[str]:
@@ -282,16 +297,23 @@ def read_multilabel_jsonl(source: bytes | str | Path | io.IOBase) -> list[MultiL
     return out
 
 
-def examples_to_csv(examples: Iterable[Example]) -> str:
-    """``text,label`` CSV with a header, quoted where needed and formula-safe; reads back to the same examples."""
+def examples_to_csv(examples: Iterable[Example], descriptions: dict[str, str] | None = None) -> str:
+    """``text,label`` CSV with a header, quoted where needed and formula-safe; reads back to the same examples.
+
+    With ``descriptions`` ({label: words}), a third ``description`` column carries each label's
+    description on the label's first row.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     # csv quotes fields holding the line terminator ("\n") but not a bare "\r", which readers take
     # as a line break: rows with one are written fully quoted.
     quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer.writerow(["text", "label"])
+    writer.writerow(["text", "label", "description"] if descriptions else ["text", "label"])
+    pending = dict(descriptions or {})
     for ex in examples:
         row = [escape_cell(ex.text), escape_cell(ex.label)]
+        if descriptions:
+            row.append(escape_cell(pending.pop(ex.label, "")))
         (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     return buffer.getvalue()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .data import examples_to_csv
 from .embeddings import BASE_MODELS
@@ -25,30 +25,39 @@ def _py_list(items: Sequence[str], indent: str = "    ") -> str:
 
 
 def request_body(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                 truncate: str = "END", label_names: bool = False) -> dict:
-    """The ``/v1/classify`` request (Cohere's v1 shape, plus ``label_names`` when it is on) for this configuration."""
+                 truncate: str = "END", label_names: bool = False, *,
+                 descriptions: Mapping[str, str] | None = None) -> dict:
+    """The ``/v1/classify`` request (Cohere's v1 shape, plus ``label_names`` and ``descriptions`` when
+    the label-name hint is on) for this configuration."""
     body: dict = {"model": model, "inputs": list(inputs)}
     if examples and model in BASE_MODELS:
         body["examples"] = [ex.to_dict() for ex in examples]
         if label_names:
             body["label_names"] = True
+            if descriptions:
+                body["descriptions"] = dict(descriptions)
     if truncate != "END":
         body["truncate"] = truncate
     return body
 
 
 def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                   truncate: str = "END", label_names: bool = False) -> str:
+                   truncate: str = "END", label_names: bool = False, *,
+                   descriptions: Mapping[str, str] | None = None) -> str:
     """Python using this package; run it from the project folder."""
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["from playground import Example, classify" if few_shot else "from playground import classify", ""]
     if few_shot:
         lines.append("examples = " + _py_list([f"Example({ex.text!r}, {ex.label!r})" for ex in examples]))
     lines.append("inputs = " + _py_list([repr(text) for text in inputs]))
+    described = bool(descriptions) and label_names and few_shot
+    if described:
+        lines.append("descriptions = {\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in descriptions.items()) + "}")
     args = ["inputs", "examples" if few_shot else None, f"model={model!r}",
             f"truncate={truncate!r}" if truncate != "END" else None,
             "max_inputs=None" if len(inputs) > MAX_INPUTS else None,
-            "label_names=True" if label_names and few_shot else None]
+            "label_names=True" if label_names and few_shot else None,
+            "descriptions=descriptions" if described else None]
     lines += [
         "",
         f"results = classify({', '.join(a for a in args if a)})",
@@ -59,13 +68,17 @@ def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
 
 
 def json_body(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-              truncate: str = "END", label_names: bool = False) -> str:
-    return json.dumps(request_body(inputs, examples, model, truncate, label_names), indent=2, ensure_ascii=False) + "\n"
+              truncate: str = "END", label_names: bool = False, *,
+              descriptions: Mapping[str, str] | None = None) -> str:
+    body = request_body(inputs, examples, model, truncate, label_names, descriptions=descriptions)
+    return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
 
 
 def curl_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False) -> str:
-    body = json.dumps(request_body(inputs, examples, model, truncate, label_names), ensure_ascii=False, indent=2)
+                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False, *,
+                 descriptions: Mapping[str, str] | None = None) -> str:
+    body = json.dumps(request_body(inputs, examples, model, truncate, label_names, descriptions=descriptions),
+                      ensure_ascii=False, indent=2)
     url = server_url.rstrip("/") + "/v1/classify"
     return (
         f"curl -sS -X POST {shlex.quote(url)} \\\n"
@@ -81,7 +94,7 @@ def cohere_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["import os", "", "import cohere"]
     if label_names and few_shot:
-        lines = ["# Cohere's SDK cannot send label_names (our extension): this call classifies without the label-name",
+        lines = ["# Cohere's SDK cannot send label_names or descriptions (our extensions): this call classifies without the label-name",
                  "# hint. The Python and JSON exports keep it.", ""] + lines
     if few_shot:
         lines.append("from cohere import ClassifyExample")
@@ -102,17 +115,22 @@ def cohere_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
     return "\n".join(lines) + "\n"
 
 
-def csv_export(examples: Sequence[Example]) -> str:
-    return examples_to_csv(examples)
+def csv_export(examples: Sequence[Example], descriptions: Mapping[str, str] | None = None) -> str:
+    return examples_to_csv(examples, dict(descriptions) if descriptions else None)
 
 
 def all_snippets(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False) -> dict[str, str]:
-    """Every export at once, keyed by tab: ``python``, ``json``, ``curl``, ``cohere``, ``csv``."""
+                 truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False, *,
+                 descriptions: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every export at once, keyed by tab: ``python``, ``json``, ``curl``, ``cohere``, ``csv``.
+
+    ``descriptions`` ({label: words}) go with the label-name hint in the request exports, and
+    always into the CSV's ``description`` column.
+    """
     return {
-        "python": python_snippet(inputs, examples, model, truncate, label_names),
-        "json": json_body(inputs, examples, model, truncate, label_names),
-        "curl": curl_snippet(inputs, examples, model, truncate, server_url, label_names),
+        "python": python_snippet(inputs, examples, model, truncate, label_names, descriptions=descriptions),
+        "json": json_body(inputs, examples, model, truncate, label_names, descriptions=descriptions),
+        "curl": curl_snippet(inputs, examples, model, truncate, server_url, label_names, descriptions=descriptions),
         "cohere": cohere_snippet(inputs, examples, model, truncate, server_url, label_names),
-        "csv": csv_export(examples or []),
+        "csv": csv_export(examples or [], descriptions),
     }

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +168,8 @@ class TrainingData:
     where: list[str]
     multi_label: bool
     source: str = "examples"
+    descriptions: dict[str, str] = field(default_factory=dict)
+    """{label: description} from a CSV's optional ``description`` column."""
 
     @property
     def labels(self) -> list[str]:
@@ -198,7 +200,7 @@ def load_training_data(data: Any, *, multi_label: bool | None = None, what: str 
             lines = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
             return TrainingData(examples, [f"line {n}" for n in lines], True, source)
         parsed = read_examples_csv(raw)
-        return TrainingData(parsed.examples, [f"row {n}" for n in parsed.rows], False, source)
+        return TrainingData(parsed.examples, [f"row {n}" for n in parsed.rows], False, source, parsed.descriptions)
     items = list(data)
     if multi_label is None:
         multi_label = bool(items) and isinstance(items[0], MultiLabelExample)
@@ -538,7 +540,12 @@ def _checked_inputs(data: Any, base_model: str, multi_label: bool | None, valida
         raise ValidationError(f"base_model must be one of {', '.join(BASE_MODELS)} - received {base_model!r}")
     everything = load_training_data(data, multi_label=multi_label)
     check_training_data(everything)
-    descriptions = {str(k): str(v) for k, v in (descriptions or {}).items() if str(v).strip()} or None
+    given = {str(k): str(v) for k, v in (descriptions or {}).items() if str(v).strip()}
+    descriptions = {**everything.descriptions, **given} or None  # the argument wins over the file's column
+    strangers = sorted(set(descriptions or {}) - set(everything.labels))
+    if strangers:
+        raise ValidationError(f"descriptions name labels that no example has: {', '.join(map(repr, strangers))}; "
+                              f"the labels are {', '.join(map(repr, everything.labels))}")
     warnings: list[str] = []
     valid = None
     if validation is not None:

@@ -195,6 +195,57 @@ def examples_from_rows(rows: Iterable[Sequence[Any]]) -> list[Example]:
     return examples
 
 
+def label_descriptions(rows: Iterable[Sequence[Any]], where: Sequence[str] | None = None) -> dict[str, str]:
+    """Each label's description from ``(label, description)`` rows (the grid's or a CSV's optional column).
+
+    A label is described once: on any one of its rows, or the same words on several. Blank
+    descriptions are skipped; two different ones for a label are reported with the rows that
+    hold them (``where`` names each row, e.g. "row 3"; by default rows count from 1).
+    """
+    found: dict[str, tuple[str, str]] = {}
+    problems: list[str] = []
+    for number, row in enumerate(rows, start=1):
+        label, description = (_cell(value) for value in (list(row) + [None, None])[:2])
+        if not label or not description:
+            continue
+        place = where[number - 1] if where is not None else f"row {number}"
+        if label in found and found[label][0] != description:
+            problems.append(f"{place}: label {label!r} is described twice ({found[label][1]} says "
+                            f"{_clip(found[label][0])!r}, this row {_clip(description)!r}); keep one description "
+                            "per label and leave the other rows' description blank")
+            continue
+        found.setdefault(label, (description, place))
+    if problems:
+        raise ValidationError(problems)
+    return {label: description for label, (description, _) in found.items()}
+
+
+def grid_contents(rows: Iterable[Sequence[Any]]) -> tuple[list[Example], dict[str, str]]:
+    """The examples and label descriptions of grid rows ``(text, label, description)``.
+
+    Every problem of both (half-filled rows, a label described twice) in one ``ValidationError``.
+    """
+    rows = [(list(row) + [None, None, None])[:3] for row in rows]
+    problems: list[str] = []
+    examples: list[Example] = []
+    descriptions: dict[str, str] = {}
+    try:
+        examples = examples_from_rows(row[:2] for row in rows)
+    except ValidationError as exc:
+        problems += exc.problems
+    try:
+        descriptions = label_descriptions(row[1:] for row in rows)
+    except ValidationError as exc:
+        problems += exc.problems
+    if problems:
+        raise ValidationError(problems)
+    return examples, descriptions
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def inputs_from_text(text: str) -> list[str]:
     """One input per non-blank line of a text area."""
     return [line.strip() for line in (text or "").splitlines() if line.strip()]

@@ -28,7 +28,7 @@ from playground.validation import (
     ValidationError,
     check_examples,
     check_inputs,
-    examples_from_rows,
+    grid_contents,
     inputs_from_text,
     label_counts,
 )
@@ -36,16 +36,23 @@ from playground.validation import (
 # The page batches inputs past the API's 96; beyond this, bulk classify is the better tool.
 # (A comment, not a string: Streamlit's "magic" would print a bare string on the page.)
 PAGE_MAX_INPUTS = 1000
-GRID_COLUMNS = ["text", "label"]
+GRID_COLUMNS = ["text", "label", "description"]
 
 
-def examples_frame(examples: list[Example]) -> pd.DataFrame:
-    return pd.DataFrame([[ex.text, ex.label] for ex in examples], columns=GRID_COLUMNS, dtype="string")
+def examples_frame(examples: list[Example], descriptions: dict[str, str] | None = None,
+                   kept: list[tuple[str, str, str]] = ()) -> pd.DataFrame:
+    """Grid rows: ``kept`` rows as they were, then the examples, each label's description on its first row
+    (unless a kept row already says the same)."""
+    said = {(label, description) for _, label, description in kept if description}
+    pending = {k: v for k, v in (descriptions or {}).items() if (k, v) not in said}
+    rows = list(kept) + [[ex.text, ex.label, pending.pop(ex.label, "")] for ex in examples]
+    return pd.DataFrame(rows, columns=GRID_COLUMNS, dtype="string")
 
 
-def set_examples(examples: list[Example]) -> None:
+def set_examples(examples: list[Example], descriptions: dict[str, str] | None = None,
+                 kept: list[tuple[str, str, str]] = ()) -> None:
     """Replace the grid's content; a new editor key drops the old widget's pending edits."""
-    st.session_state.classify_examples = examples_frame(examples)
+    st.session_state.classify_examples = examples_frame(examples, descriptions, kept)
     st.session_state.classify_current = st.session_state.classify_examples  # so restore_state keeps this
     st.session_state.classify_editor_version += 1
 
@@ -73,21 +80,20 @@ def on_upload() -> None:
     mode = st.session_state.get("classify_upload_mode", "Replace")
     current = st.session_state.get("classify_current")
     kept = [] if mode == "Replace" or current is None else _grid_rows(current)
-    set_examples([Example(t, l) for t, l in kept] + parsed.examples)
+    set_examples(parsed.examples, parsed.descriptions, kept)
     verb = "Added" if kept else "Loaded"
     notes = "".join(f"\n- {w}" for w in parsed.warnings)
     st.session_state.classify_notice = ("success", f"{verb} {len(parsed.examples)} examples from **{uploaded.name}**."
                                         + notes)
 
 
-def _grid_rows(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """Complete rows only (used when appending; the grid validation reports the others)."""
+def _grid_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """Complete rows only, description kept (used when appending; the grid validation reports the others)."""
     rows = []
-    for text, label in frame[GRID_COLUMNS].itertuples(index=False):
-        text = "" if pd.isna(text) else str(text).strip()
-        label = "" if pd.isna(label) else str(label).strip()
+    for cells in frame.reindex(columns=GRID_COLUMNS).itertuples(index=False):
+        text, label, description = ("" if pd.isna(cell) else str(cell).strip() for cell in cells)
         if text and label:
-            rows.append((text, label))
+            rows.append((text, label, description))
     return rows
 
 
@@ -105,12 +111,13 @@ class TuneJob:
     done: bool = False
 
 
-def _tune(job: TuneJob, examples: list[Example]) -> None:
+def _tune(job: TuneJob, examples: list[Example], descriptions: dict[str, str]) -> None:
     def progress(p: TrainingProgress) -> None:
         job.progress = p
 
     try:
-        job.tuned, job.folder = tune_grid(examples, job.model, progress=progress, cancel=job.cancel)
+        job.tuned, job.folder = tune_grid(examples, job.model, descriptions=descriptions, progress=progress,
+                                          cancel=job.cancel)
     except TrainingCancelled:
         job.error = "Tuning cancelled; Classify uses the untuned model."
     except (ValidationError, LookupError, ValueError, OSError) as exc:
@@ -119,18 +126,18 @@ def _tune(job: TuneJob, examples: list[Example]) -> None:
         job.done = True
 
 
-def start_tuning(examples: list[Example], model: str) -> None:
-    job = TuneJob(grid_key(examples, model), model)
+def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
+    job = TuneJob(grid_key(examples, model, descriptions), model)
     st.session_state.classify_tune = job
-    threading.Thread(target=_tune, args=(job, examples), name="tune-grid", daemon=True).start()
+    threading.Thread(target=_tune, args=(job, examples, descriptions), name="tune-grid", daemon=True).start()
 
 
-def tuned_for(examples: list[Example], model: str) -> TuneJob | None:
-    """The finished tuning of exactly this grid on this model, if there is one."""
+def tuned_for(examples: list[Example], model: str, descriptions: dict[str, str]) -> TuneJob | None:
+    """The finished tuning of exactly this grid (examples and descriptions) on this model, if there is one."""
     job: TuneJob | None = st.session_state.get("classify_tune")
     if job is None or not job.done or job.tuned is None or model not in BASE_MODELS:
         return None
-    return job if job.key == grid_key(examples, model) else None
+    return job if job.key == grid_key(examples, model, descriptions) else None
 
 
 def save_tuned_model() -> None:
@@ -147,7 +154,7 @@ def save_tuned_model() -> None:
 
 
 @st.fragment(run_every=1.0)
-def tune_status(examples: list[Example], model: str) -> None:
+def tune_status(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
     """Progress with time left and Cancel while tuning; the before/after once done."""
     job: TuneJob | None = st.session_state.get("classify_tune")
     if job is None:
@@ -163,7 +170,7 @@ def tune_status(examples: list[Example], model: str) -> None:
         st.error(job.error)
         return
     metrics = job.tuned.metrics
-    if job.key != grid_key(examples, model):
+    if job.key != grid_key(examples, model, descriptions):
         st.info("The examples or the model changed since tuning: Classify uses the untuned model. Tune again to "
                 "use a tuned one.")
         return
@@ -240,11 +247,13 @@ def show_multi_label(result) -> None:
         st.progress(min(max(confidence, 0.0), 1.0), text=f"{mark}{name}: {confidence:.1%}{cut}")
 
 
-def show_export(inputs: list[str], examples: list[Example] | None, model: str, label_names: bool = False) -> None:
+def show_export(inputs: list[str], examples: list[Example] | None, model: str, label_names: bool = False,
+                descriptions: dict[str, str] | None = None) -> None:
     with st.expander("Export code", expanded=False):
         url = st.text_input("Server URL for the API snippets", key="classify_server_url",
                             help="Where `python -m playground serve` listens.")
-        snippets = export.all_snippets(inputs, examples, model, server_url=url, label_names=label_names)
+        snippets = export.all_snippets(inputs, examples, model, server_url=url, label_names=label_names,
+                                       descriptions=descriptions)
         tabs = st.tabs(["Python", "JSON + curl", "Cohere SDK", "CSV"])
         with tabs[0]:
             st.code(snippets["python"], language="python")
@@ -291,6 +300,7 @@ with st.expander("Advanced settings", expanded=False):
 
 grid_error = None
 examples: list[Example] = []
+descriptions: dict[str, str] = {}
 if custom is None:  # a custom model needs no examples: no grid, upload or presets
     with st.expander("Presets and CSV upload", expanded=False):
         presets = list_presets()
@@ -312,13 +322,17 @@ if custom is None:  # a custom model needs no examples: no grid, upload or prese
         column_config={
             "text": st.column_config.TextColumn("Text", width="large", required=True),
             "label": st.column_config.TextColumn("Label", width="small", required=True),
+            "description": st.column_config.TextColumn(
+                "Label description (optional)", width="medium",
+                help="What the label means, in a few words, on any one row of that label. Used with the label "
+                     "names as a hint, and by Tune."),
         },
     )
     st.session_state.classify_current = edited
 
     grid_error = None
     try:
-        examples = examples_from_rows(edited[GRID_COLUMNS].itertuples(index=False))
+        examples, descriptions = grid_contents(edited.reindex(columns=GRID_COLUMNS).itertuples(index=False))
     except ValidationError as exc:
         examples, grid_error = [], exc
     counts = label_counts(examples)
@@ -341,7 +355,7 @@ if st.button("Classify", type="primary"):
             raise ValidationError(f"{len(inputs)} inputs: the page takes at most {PAGE_MAX_INPUTS}; "
                                   "use bulk classify for more")
         spinner = None if is_loaded(model, precision) else f"Loading the {model} model (first use only)…"
-        tuned = tuned_for(examples, model) if custom is None else None
+        tuned = tuned_for(examples, model, descriptions) if custom is None else None
         with st.spinner(spinner or "Classifying…"):
             if tuned is not None:  # this grid was tuned: the tuned encoder and its head answer
                 check_inputs(inputs, max_inputs=None)
@@ -349,7 +363,8 @@ if st.button("Classify", type="primary"):
             else:
                 st.session_state.classify_results = classify(inputs, examples if custom is None else None, model,
                                                              precision=precision, max_inputs=None,
-                                                             label_names=label_names and custom is None)
+                                                             label_names=label_names and custom is None,
+                                                             descriptions=descriptions or None)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         st.session_state.classify_results = None
         show_problems("Could not classify:", exc)
@@ -363,10 +378,10 @@ if custom is None:
         if st.button("Tune", disabled=running or grid_error is not None or not examples):
             try:
                 check_examples(examples)
-                start_tuning(examples, model)
+                start_tuning(examples, model, descriptions)
             except ValidationError as exc:
                 show_problems("Could not tune:", exc)
-        tune_status(examples, model)
+        tune_status(examples, model, descriptions)
 
 if st.session_state.classify_results:
     st.subheader("Results")
@@ -376,5 +391,6 @@ if "classify_server_url" not in st.session_state:
     st.session_state.classify_server_url = export.DEFAULT_SERVER_URL
 if custom is None:
     render_evaluate(examples, model)
-show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None)
+show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None,
+            descriptions=descriptions)
 save_state()
