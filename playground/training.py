@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import threading
 import time
 from collections import Counter
@@ -37,7 +38,16 @@ from .classifier import FewShotClassifier, Head, MultiLabelHead, indicator
 from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_examples_csv, read_multilabel_jsonl
 from .embeddings import BASE_MODELS, model_path
 from .metrics import multi_label_metrics, single_label_metrics
-from .store import ModelInfo, TrainingLock, delete_model, models_dir, remove_leftovers, save_model, validate_model_name
+from .store import (
+    TEMP_PREFIX,
+    ModelInfo,
+    TrainingLock,
+    delete_model,
+    models_dir,
+    remove_leftovers,
+    save_model,
+    validate_model_name,
+)
 from .validation import (
     LABEL_NAME_MODES,
     MIN_EXAMPLES_PER_LABEL,
@@ -693,6 +703,10 @@ def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool 
 # The Classify page's Tune step: a tuned model per grid, kept in the cache until saved by name
 
 TUNED_CACHE = "tuned"
+KEEP_TUNED_GRIDS = 3
+"""Tuned grids kept in the cache (the newest): each is a whole encoder, about 90 MB small and 420 MB large."""
+LEFTOVER_AGE_S = 3600
+"""A temp folder in the tuned-grid cache older than this is a killed save's, not a live one's."""
 
 
 def grid_key(examples: Iterable[Any], base_model: str, descriptions: dict[str, str] | None = None) -> str:
@@ -726,4 +740,31 @@ def tune_grid(examples: Iterable[Any], base_model: str = "small", *, settings: T
         delete_model(key, directory)
     save_model(key, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
                directory=directory)
+    prune_tuned_grids(directory=directory)
     return tuned, folder
+
+
+def prune_tuned_grids(keep: int = KEEP_TUNED_GRIDS, *, directory: Path | None = None) -> list[str]:
+    """Delete all but the ``keep`` newest tuned grids, and temp folders of saves killed over an hour ago.
+
+    Returns what was deleted. Saved custom models are never here (``save_tuned`` copies a tuned grid
+    into the models folder), so nothing the user named is touched; a page whose grid was pruned
+    is asked to tune again.
+    """
+    directory = directory or cache_dir() / TUNED_CACHE
+    if not directory.is_dir():
+        return []
+    removed = []
+    folders = sorted((p for p in directory.iterdir() if p.is_dir() and p.name.startswith("grid-")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for folder in folders[keep:]:
+        try:
+            delete_model(folder.name, directory)
+        except (LookupError, OSError):  # another process pruned it first
+            continue
+        removed.append(folder.name)
+    for leftover in directory.glob(f"{TEMP_PREFIX}*"):
+        if leftover.is_dir() and time.time() - leftover.stat().st_mtime > LEFTOVER_AGE_S:
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover.name)
+    return removed

@@ -119,3 +119,29 @@ def test_the_classify_page_tunes_the_grid_then_classifies_with_it_and_saves_it(i
     next(b for b in at.button if b.label == "Save as custom model").click().run()
     assert not at.exception
     assert "page-tuned" in [m.name for m in list_models()]
+
+
+def test_the_tuned_grid_cache_keeps_only_the_newest_tunings(tmp_path):
+    """Each tuned grid is a whole encoder (90 MB small, 420 MB large): the cache keeps the newest few."""
+    import os
+
+    from playground.training import KEEP_TUNED_GRIDS, LEFTOVER_AGE_S, prune_tuned_grids
+
+    now = time.time()
+    grids = []
+    for age in range(KEEP_TUNED_GRIDS + 2):  # grid-0 newest
+        folder = tmp_path / f"grid-{age}"
+        (folder / "body").mkdir(parents=True)
+        (folder / "body" / "model.safetensors").write_bytes(b"x" * 100)
+        os.utime(folder, (now - age * 60, now - age * 60))
+        grids.append(folder)
+    killed = tmp_path / ".tmp-grid-old-1234"
+    live = tmp_path / ".tmp-grid-new-5678"
+    for folder, age in ((killed, LEFTOVER_AGE_S + 60), (live, 5)):
+        folder.mkdir()
+        os.utime(folder, (now - age, now - age))
+    removed = prune_tuned_grids(directory=tmp_path)
+    assert sorted(removed) == sorted([g.name for g in grids[KEEP_TUNED_GRIDS:]] + [killed.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([g.name for g in grids[:KEEP_TUNED_GRIDS]] + [live.name])
+    assert prune_tuned_grids(directory=tmp_path) == []  # nothing more to do
+    assert prune_tuned_grids(directory=tmp_path / "absent") == []

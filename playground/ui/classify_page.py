@@ -17,7 +17,15 @@ from playground import export
 from playground.data import DataFileError, read_examples_csv
 from playground.embeddings import PRECISIONS, BASE_MODELS, ModelNotFoundError, is_loaded, resolve_precision
 from playground.engine import classify, load_folder
-from playground.training import TrainingCancelled, TrainingProgress, TunedModel, grid_key, save_tuned, tune_grid
+from playground.training import (
+    KEEP_TUNED_GRIDS,
+    TrainingCancelled,
+    TrainingProgress,
+    TunedModel,
+    grid_key,
+    save_tuned,
+    tune_grid,
+)
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import list_models
 from playground.ui.evaluate_panel import render_evaluate
@@ -137,7 +145,9 @@ def tuned_for(examples: list[Example], model: str, descriptions: dict[str, str])
     job: TuneJob | None = st.session_state.get("classify_tune")
     if job is None or not job.done or job.tuned is None or model not in BASE_MODELS:
         return None
-    return job if job.key == grid_key(examples, model, descriptions) else None
+    if job.key != grid_key(examples, model, descriptions) or not job.folder.is_dir():  # pruned by a newer tuning
+        return None
+    return job
 
 
 def save_tuned_model() -> None:
@@ -173,6 +183,10 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
     if job.key != grid_key(examples, model, descriptions):
         st.info("The examples or the model changed since tuning: Classify uses the untuned model. Tune again to "
                 "use a tuned one.")
+        return
+    if not job.folder.is_dir():
+        st.info(f"This tuning was cleared from the cache (it keeps the {KEEP_TUNED_GRIDS} newest): Classify uses "
+                "the untuned model. Tune again, or save a tuning by name to keep it.")
         return
     before, after = metrics["baseline"].get("accuracy"), metrics["trained"].get("accuracy")
     if before is not None and after is not None:
