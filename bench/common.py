@@ -56,8 +56,11 @@ class Config:
     trained_large_runs: list[list[int]] = field(default_factory=lambda: [[8, 0], [8, 1], [8, 2]])
     trained_large_datasets: list[str] = field(default_factory=lambda: ["cr", "emotion", "ag_news"])
     """A large tuning is about a minute (its time budget); --extended adds seeds 3 and 4."""
-    setfit_datasets: list[str] = field(default_factory=lambda: ["cr"])
-    setfit_runs: list[list[int]] = field(default_factory=lambda: [[8, 0]])
+    setfit_datasets: list[str] = field(default_factory=lambda: ["cr", "emotion", "ag_news"])
+    setfit_runs: list[list[int]] = field(default_factory=lambda: [[8, s] for s in range(5)])
+    """The same sets, N and seeds (so the same training samples) as the tuned small rows."""
+    setfit_models: list[str] = field(default_factory=lambda: ["small"])
+    """--extended adds large (minutes per run even under the step cap)."""
     setfit_max_steps: int = 100
     max_steps: int | None = None
     multilabel_train: int = 1000
@@ -91,7 +94,7 @@ class Config:
         if extended:
             cfg.mode = "extended"
             cfg.trained_large_runs = [[8, s] for s in range(5)]
-            cfg.setfit_datasets = ["cr", "emotion", "ag_news"]
+            cfg.setfit_models = ["small", "large"]
             cfg.training_sizes = cfg.training_sizes + [["large", 40], ["large", 200], ["large", 1000]]
         cfg.setfit_datasets = [d for d in cfg.setfit_datasets if d in available] or available[:1]
         cfg.trained_large_datasets = [d for d in cfg.trained_large_datasets if d in cfg.trained_datasets] or cfg.trained_datasets[:1]
@@ -111,6 +114,7 @@ class Config:
             cfg.trained_small_runs = [[8, 0]]
             cfg.trained_large_runs = []
             cfg.setfit_datasets = cfg.setfit_datasets[:1]
+            cfg.setfit_runs = [[8, 0]]
             cfg.setfit_max_steps = 40
             cfg.multilabel_train = 300
             cfg.latency_models = ["small"]

@@ -18,6 +18,7 @@ METHOD_TITLES = {
     ("trained", "small"): "trained custom model, small",
     ("trained", "large"): "trained custom model, large",
     ("setfit", "small"): "setfit library 1.2.0, small",
+    ("setfit", "large"): "setfit library 1.2.0, large",
     ("tfidf", "-"): "TF-IDF + LR (floor)",
 }
 
@@ -72,6 +73,26 @@ def _group(rows: list[dict]) -> dict[tuple, list[dict]]:
     for r in rows:
         g[(r["method"], r["model"], r["precision"], r["dataset"], r["n"])].append(r)
     return g
+
+
+def tuning_time_table(results: dict) -> list[str]:
+    """Trained and setfit rows side by side: accuracy, tuning wall seconds and the load average around them."""
+    rows = [r for r in _accuracy_rows(results) if r["method"] in ("trained", "setfit") and "tune_seconds" in r]
+    if not rows:
+        return []
+    g: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        g[(r["method"], r["model"], r["dataset"], r["n"])].append(r)
+    lines = ["| method | set | N | seeds | accuracy | tuning wall s (mean, max) | load avg before / after |",
+             "|---|---|---|---|---|---|---|"]
+    for (method, model, dataset, n), rs in sorted(g.items(), key=lambda kv: (kv[0][3], kv[0][2], kv[0][1], kv[0][0])):
+        secs = [r["tune_seconds"] for r in rs]
+        loads = [(r.get("load_before"), r.get("load_after")) for r in rs if r.get("load_before") is not None]
+        load = (f"{np.mean([a for a, _ in loads]):.1f} / {np.mean([b for _, b in loads]):.1f}" if loads else "–")
+        lines.append(f"| {METHOD_TITLES[(method, model)]} | {dataset} | {n} | {len(rs)} | "
+                     f"{_mean_std([r['accuracy'] for r in rs])} | {np.mean(secs):.1f}, {max(secs):.1f} | {load} |")
+    return lines + ["", "Tuning wall seconds exclude predicting the test rows; the load average is the 1-minute one "
+                    "read just before and after each tuning (2 cores: above 2 means the run shared the CPU).", ""]
 
 
 def accuracy_tables(results: dict) -> tuple[list[str], dict]:
@@ -250,10 +271,14 @@ def write_report(results: dict, out: Path) -> None:
               "of the same seeds; `--extended` adds large seeds 3 and 4).", ""]
     if s.get("setfit", {}).get("settings"):
         L += [f"setfit row: setfit {s['setfit'].get('version')} with its TrainingArguments defaults except "
-              f"max_steps = {cfg['setfit_max_steps']} (time cap), small base model, runs {cfg['setfit_runs']} "
-              f"on {cfg['setfit_datasets']}.", ""]
+              f"max_steps = {cfg['setfit_max_steps']} (time cap), base models {cfg.get('setfit_models', ['small'])}, "
+              f"runs {cfg['setfit_runs']} on {cfg['setfit_datasets']}: the same training samples as the trained "
+              "rows with the same (N, seed).", ""]
     lines, summary["accuracy"] = accuracy_tables(results)
     L += lines + [""]
+    times = tuning_time_table(results)
+    if times:
+        L += ["### Tuning: accuracy beside wall time", ""] + times
 
     # Precision (issue 12)
     acc_rows = (s.get("accuracy") or {}).get("rows", [])

@@ -584,23 +584,51 @@ def resolve_precision(precision: str) -> str:
 
 
 def choose_threads(padded_tokens: int, hidden: int) -> int:
-    """1 thread unless the batch is large and a CPU is idle; never more than the CPUs this process may use.
+    """1 thread unless the batch is large and more than one CPU is idle right now (``idle_cpus``).
 
     On a busy machine a second thread waits for a core at every synchronisation: measured on a shared
     2-core machine (load 5-6), 2 threads made a step 7x slower than 1.
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not Unix
-        load = float(cpus)
-    idle = max(0, int(cpus - load))
-    if padded_tokens * hidden < 2_000 * 768 or idle < 1:
+    if padded_tokens * hidden < 2_000 * 768:
         return 1
-    return max(1, min(cpus, 1 + idle, 4))
+    return max(1, min(usable_cpus(), int(idle_cpus() + 0.3), 4))
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def idle_cpus(window_s: float = 0.2) -> float:
+    """CPUs idle over the next ``window_s`` seconds while this process waits, from ``/proc/stat``.
+
+    Not the load average: it lags a minute and counts this process's own work (embedding the
+    examples just before), which made a quiet 2-core machine look busy and tuning run on 1 thread.
+    Falls back to CPUs minus the load average where ``/proc/stat`` is missing.
+    """
+    cpus = usable_cpus()
+    try:
+        before = _cpu_times()
+        time.sleep(window_s)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        try:
+            return max(0.0, cpus - os.getloadavg()[0])
+        except (AttributeError, OSError):  # pragma: no cover - not Unix
+            return 0.0
+    total = after[0] - before[0]
+    if total <= 0:
+        return 0.0
+    return min(float(cpus), (after[1] - before[1]) / total * (os.cpu_count() or cpus))
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) jiffies of every CPU from the first line of ``/proc/stat`` (idle includes iowait)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    return sum(fields), fields[3] + fields[4]
 
 
 SMALL_MODEL_PARAMS = 50_000_000

@@ -6,6 +6,7 @@ Real small model (MiniLM-L6), tiny fixtures written here, few steps: the file ru
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -229,3 +230,24 @@ def test_bf16_weights_are_tuned_in_fp32_and_given_back_in_bf16():
     assert report.steps == 3 and np.isfinite(report.loss_end)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not model.training
+
+
+def test_idle_cpus_sees_other_processes_busy_now_not_a_minute_ago():
+    """The thread choice reads /proc/stat over a short window: CPUs kept busy by others count as busy."""
+    import subprocess
+    import sys
+
+    from playground.tuning import choose_threads, idle_cpus, usable_cpus
+
+    cpus = usable_cpus()
+    assert 0.0 <= idle_cpus() <= cpus
+    assert choose_threads(10 * 32, 384) == 1  # a small batch: one thread whatever the machine
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        time.sleep(0.5)
+        assert idle_cpus(0.5) < 0.6
+        assert choose_threads(48 * 128, 768) == 1
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
