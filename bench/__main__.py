@@ -22,8 +22,8 @@ from pathlib import Path
 from .common import ROOT, Config, machine, run_python, write_json
 from .report import write_report
 
-SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
-                 "setfit")
+SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "active", "trained", "training_time",
+                 "multilabel", "setfit")
 """Cheap sections first, model training last: a run cut short still has the serving numbers."""
 
 

@@ -159,6 +159,11 @@ def _rows(source: Source, encoding: str, delimiter: str) -> Iterator[list[str]]:
             binary.close()
 
 
+def read_rows(source: Source, layout: CsvLayout) -> Iterator[list[str]]:
+    """Every row of a CSV read as ``inspect_csv`` found it (header first), streamed; close it when done early."""
+    return _rows(source, layout.encoding, layout.delimiter)
+
+
 def inspect_csv(source: Source, text_column: str | None = None, *,
                 delimiter: str | None = None) -> tuple[CsvLayout, int]:
     """Read the file once, streaming: its layout and its number of data rows (for progress).
