@@ -337,7 +337,8 @@ class LabelPool:
         examples, X = _embedded(examples, self.model, self.precision, self.truncate)
         head = FewShotClassifier().fit(X, [ex.label for ex in examples])
         known = {ex.text for ex in examples}
-        exclude = ~self.left | np.fromiter((t in known for t in self.texts), dtype=bool, count=len(self.texts))
+        self.left &= ~np.fromiter((t in known for t in self.texts), dtype=bool, count=len(self.texts))  # labelled already
+        exclude = ~self.left
         proba = np.zeros((len(self.texts), len(head.classes_)))
         proba[:, 0] = 1.0  # placeholder rows, excluded below
         keep = np.flatnonzero(~exclude)
