@@ -243,12 +243,12 @@ def active_summary(section: dict) -> dict[str, dict[str, dict[str, Any]]]:
 def active_report(section: dict, plot: Path) -> tuple[list[str], dict]:
     summary = active_summary(section)
     strategies = [s for s in ("uncertainty", "uncertainty+diversity") if any(s in v for v in summary.values())]
-    L = ["Simulated users on each set's training rows as the unlabelled pool (the labels stay hidden until a text "
-         "is picked): 2 examples per label to start, then a batch per round picked by each strategy "
-         "(`playground.active.suggest`), labelled, the instant head (`FewShotClassifier`, what `classify` fits) "
-         "refitted; accuracy on the test rows after each round, mean over seeds. *Reach*: the share of random's "
-         "added labels (whole rounds) the strategy needs to match random's final accuracy; *worst deficit*: the "
-         "most it is ever behind random (points). Mark: reach ≤ 60 % and deficit ≤ 1 point.", "",
+    L = [("Simulated users on each set's training rows as the unlabelled pool (the labels stay hidden until a text "
+          "is picked): 2 examples per label to start, then a batch per round picked by each strategy "
+          "(`playground.active.suggest`), labelled, the instant head (`FewShotClassifier`, what `classify` fits) "
+          "refitted; accuracy on the test rows after each round, mean over seeds. *Reach*: the share of random's "
+          "added labels (whole rounds) the strategy needs to match random's final accuracy; *worst deficit*: the "
+          "most it is ever behind random (points). Mark: reach ≤ 60 % and deficit ≤ 1 point."), "",
          "| set (pool, labels, batch) | random start → final | " + " | ".join(
              f"{s}: final / reach / worst deficit / mark" for s in strategies) + " |",
          "|---|---|" + "---|" * len(strategies)]
@@ -286,15 +286,15 @@ def active_report(section: dict, plot: Path) -> tuple[list[str], dict]:
         g: dict[tuple[str, int], list[dict]] = defaultdict(list)
         for r in unknown:
             g[(r["dataset"], r["n"])].append(r)
-        L += [f"**Unknown** (opt-in): a third of each set's labels withheld as out of scope (their test rows should "
-              f"be refused); the threshold chosen by `active.choose_unknown_threshold` on the examples' out-of-fold "
-              f"predictions for {section.get('unknown_target', 0.9):.0%} precision; "
-              "out-of-scope rows count as wrong whenever answered. Mean over seeds.", "",
-              "| set | examples per label | threshold | precision / coverage (all test rows) | without unknown: "
-              "precision at full coverage | in-scope precision / coverage | out-of-scope refused |",
+        L += [(f"**Unknown** (opt-in): a third of each set's labels withheld as out of scope (their test rows should "
+               f"be refused); the threshold chosen by `active.choose_unknown_threshold` on the examples' out-of-fold "
+               f"predictions for {section.get('unknown_target', 0.9):.0%} precision; "
+               "out-of-scope rows count as wrong whenever answered. Mean over seeds."), "",
+              ("| set | examples per label | threshold | precision / coverage (all test rows) | without unknown: "
+               "precision at full coverage | in-scope precision / coverage | out-of-scope refused |"),
               "|---|---|---|---|---|---|---|"]
         for (dataset, n), rows in g.items():
-            def m(key: str) -> float:
+            def m(key: str, rows: list[dict] = rows) -> float:
                 vals = [r[key] for r in rows if r[key] is not None]
                 return float(np.mean(vals)) if vals else float("nan")
             L.append(f"| {dataset} | {n} | {m('threshold'):.2f} | {m('precision') * 100:.1f} / {m('coverage') * 100:.1f} | "

@@ -517,7 +517,7 @@ def _active_curve(Xp: np.ndarray, yp: np.ndarray, Xt: np.ndarray, yt: np.ndarray
     from playground.classifier import FewShotClassifier
 
     classes = np.unique(yp)
-    batch = cfg["active_batch"] if len(classes) <= cfg["active_batch"] else len(classes)
+    batch = max(cfg["active_batch"], len(classes))  # one per label where there are more labels than the batch
     rng = np.random.default_rng(seed)
     labelled = [int(i) for c in classes
                 for i in rng.choice(np.flatnonzero(yp == c), cfg["active_start"], replace=False)]
@@ -562,7 +562,7 @@ def _unknown_run(Xp: np.ndarray, yp: np.ndarray, Xt: np.ndarray, yt: np.ndarray,
     is_in = np.isin(yt, inscope)
     answered = pred != active.UNKNOWN
     right = answered & (pred == yt)
-    return {"n": n, "seed": seed, "labels_out": int(len(out)), "threshold": round(choice.threshold, 4),
+    return {"n": n, "seed": seed, "labels_out": len(out), "threshold": round(choice.threshold, 4),
             "met_on_examples": choice.met, "oof_precision": round(choice.precision, 4),
             "oof_coverage": round(choice.coverage, 4),
             "precision": round(float(right.sum() / max(1, answered.sum())), 4),

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .active import DEFAULT_BATCH, STRATEGIES
 from .bulk import BulkProgress, classify_file, format_eta
 from .data import read_examples_csv
 from .embeddings import DEFAULT_PRECISION, PRECISIONS
@@ -30,7 +31,6 @@ from .label_next import (
     review_csv,
     review_queue,
 )
-from .active import DEFAULT_BATCH, STRATEGIES
 from .metrics import headline_keys, scored_on
 from .store import TrainingBusyError, list_models
 from .training import TrainingCancelled, TrainingProgress, TrainingSettings, train

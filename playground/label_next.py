@@ -39,13 +39,21 @@ from scipy.special import softmax
 from sklearn.model_selection import StratifiedKFold
 
 from . import active
-from .active import ThresholdChoice, UNKNOWN
+from .active import UNKNOWN, ThresholdChoice
 from .bulk import CONFIDENCE_PREFIX, ERROR_COLUMN, inspect_csv, read_rows
 from .classifier import MAX_FOLDS, FewShotClassifier, out_of_fold_logits
 from .data import escape_cell, examples_to_csv, unescape_cell
 from .embeddings import BASE_MODELS, DEFAULT_PRECISION, get_encoder
 from .engine import embed_checked
-from .validation import Example, ExampleLike, ValidationError, as_examples, check_examples, check_truncate, label_counts
+from .validation import (
+    Example,
+    ExampleLike,
+    ValidationError,
+    as_examples,
+    check_examples,
+    check_truncate,
+    label_counts,
+)
 
 MAX_POOL_ROWS = 100_000
 """The most unlabelled texts a pool takes (about 150 MB of small-model embeddings)."""

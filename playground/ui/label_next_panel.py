@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from playground.active import DEFAULT_BATCH
+from playground.bulk import format_eta
 from playground.embeddings import ModelNotFoundError
 from playground.label_next import (
     MAX_POOL_ROWS,
@@ -25,7 +26,6 @@ from playground.label_next import (
     read_pool,
     score_examples,
 )
-from playground.bulk import format_eta
 from playground.ui.widgets import problem_list, problems_of, show_notice
 from playground.validation import Example, ValidationError
 
@@ -136,8 +136,8 @@ def render_label_next(examples: list[Example], model: str, precision: str, grid_
                     grown = pool.accept(examples, decisions_from_rows(rows))
                     set_examples(grown)
                     added = len(grown) - len(examples)
-                    st.session_state.label_notice = ("success", f"Added {added} examples ({len(rows) - added} "
-                                                     "skipped); here is the next batch.")
+                    st.session_state.label_notice = ("success", (f"Added {added} examples ({len(rows) - added} "
+                                                                 "skipped); here is the next batch."))
                     _record(grown, model, precision)
                     _suggest(pool, grown)
                 except ValidationError as exc:
