@@ -49,8 +49,8 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_section(quick_run):
     out, results = quick_run
     sections = results["sections"]
-    assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "active", "trained",
-                              "training_time", "multilabel", "setfit"]
+    assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
+                              "multilabel", "setfit", "active"]
     for name in ("accuracy", "latency", "throughput", "active"):
         assert sections[name]["status"] == "ok", sections[name]
         assert 50 < sections[name]["peak_rss_mb"] < 4000

@@ -351,7 +351,9 @@ if custom is None:  # a custom model needs no examples: no grid, upload or prese
 
 with st.expander("Unknown answer (opt-in)", expanded=bool(st.session_state.get("classify_unknown"))):
     st.caption("Below a confidence threshold the answer is `unknown` instead of a guess: fewer answers, more of them "
-               "right. The threshold can be chosen from your examples, each predicted by a model fitted without it.")
+               "right. The threshold can be chosen from your examples, each predicted by a model fitted without it; "
+               "the precision it promises is for texts that belong to one of your labels (texts about something "
+               "else are refused less reliably).")
     unknown_on = st.checkbox("Answer unknown below a confidence", key="classify_unknown")
     for key, default in (("classify_unknown_below", 0.5), ("classify_unknown_target", DEFAULT_TARGET_PRECISION)):
         if key not in st.session_state:
