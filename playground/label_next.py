@@ -29,7 +29,7 @@ import csv
 import heapq
 import io
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +59,9 @@ MAX_POOL_ROWS = 100_000
 """The most unlabelled texts a pool takes (about 150 MB of small-model embeddings)."""
 TEXT_SUFFIXES = (".txt", ".text")
 """Files read as one text per line; anything else is read as a CSV with a header row."""
+PROGRESS_ROWS = 10_000
+"""Rows read between two progress reports."""
+SNIFF_BYTES = 64 * 1024
 EMBED_CHUNK = 512
 """Pool texts embedded per step, so progress moves and a long pool can report time left."""
 DEFAULT_TARGET_PRECISION = 0.9
@@ -128,7 +131,9 @@ def read_pool(source: Source, *, name: str | None = None, text_column: str | Non
     started = time.perf_counter()
     report = progress or (lambda _: None)
     if suffix in TEXT_SUFFIXES:
-        lines = _text_lines(source)
+        encoding, total = _inspect_text(source)
+        _check_size(total, max_rows)
+        lines = _text_lines(source, encoding)
         column = None
     else:
         layout, total = inspect_csv(source, text_column)
@@ -141,9 +146,6 @@ def read_pool(source: Source, *, name: str | None = None, text_column: str | Non
     rows = empty = repeated = 0
     for raw in lines:
         rows += 1
-        if rows > max_rows:
-            raise ValidationError(f"the pool takes at most {max_rows:,} texts, and this file has more: "
-                                  "split it, or label from a sample of it")
         text = unescape_cell(raw).strip()
         if not text:
             empty += 1
@@ -152,8 +154,8 @@ def read_pool(source: Source, *, name: str | None = None, text_column: str | Non
         else:
             seen.add(text)
             texts.append(text)
-        if rows % 10_000 == 0:
-            report(PoolProgress("reading", rows, max(rows, max_rows if column is None else rows), time.perf_counter() - started))
+        if rows % PROGRESS_ROWS == 0:
+            report(PoolProgress("reading", rows, total, time.perf_counter() - started))
     if not texts:
         raise ValidationError("the pool file has no texts: give a CSV with a header row and a text column, "
                               "or a .txt file with one text per line")
@@ -172,24 +174,49 @@ def _data_rows(source: Any, layout) -> Iterable[list[str]]:
     return (row for row in rows if row)
 
 
-def _text_lines(source: Any) -> Iterable[str]:
-    """Lines of a UTF-8 (else Windows-1252) text file, streamed."""
+def _binary(source: Any) -> tuple[IO[bytes], bool]:
+    """An open binary stream at its start, and whether it is ours to close."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ValidationError(f"pool file not found: {path}")
-        data = path.read_bytes()
-    else:
-        if hasattr(source, "seek"):
-            source.seek(0)
-        data = source.read()
-    if b"\x00" in data[:65536]:
-        raise ValidationError("the pool file contains NUL bytes, so it is binary or UTF-16: save it as UTF-8 text")
+        return path.open("rb"), True
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return source, False
+
+
+def _text_lines(source: Any, encoding: str) -> Iterator[str]:
+    """The lines of a text file (any newline convention), streamed."""
+    binary, owned = _binary(source)
+    stream = io.TextIOWrapper(binary, encoding=encoding, newline=None)
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")
-    return iter(text.splitlines())
+        for line in stream:
+            yield line.rstrip("\n")
+    finally:
+        stream.detach()
+        if owned:
+            binary.close()
+
+
+def _inspect_text(source: Any) -> tuple[str, int]:
+    """Encoding (UTF-8, BOM allowed, else Windows-1252) and line count of a text file, read once, streamed."""
+    binary, owned = _binary(source)
+    try:
+        head = binary.read(SNIFF_BYTES)
+    finally:
+        if owned:
+            binary.close()
+    if not head.strip():
+        raise ValidationError("the pool file is empty: give one text per line")
+    if b"\x00" in head:
+        raise ValidationError("the pool file contains NUL bytes, so it is binary or UTF-16: save it as UTF-8 text")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return encoding, sum(1 for _ in _text_lines(source, encoding))
+        except UnicodeDecodeError:
+            continue
+    raise ValidationError("the pool file is neither UTF-8 nor Windows-1252: save it as UTF-8 text")  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------------------------

@@ -83,17 +83,21 @@ def test_read_pool_streams_with_progress_and_refuses_more_than_the_limit(tmp_pat
         read_pool(big, max_rows=20_000)
     txt = tmp_path / "big.txt"
     txt.write_text("a\nb\nc\n", encoding="utf-8")
-    with pytest.raises(ValidationError, match="at most 2 texts"):
+    with pytest.raises(ValidationError, match="at most 2 texts, and this file has 3 rows"):
         read_pool(txt, max_rows=2)
+    crlf = tmp_path / "windows.txt"
+    crlf.write_bytes("caf\xe9 ticket\r\nsecond line\r\n".encode("cp1252"))
+    assert read_pool(crlf).texts == ["caf\xe9 ticket", "second line"]
     assert MAX_POOL_ROWS == 100_000
 
 
 @pytest.mark.parametrize(("content", "name", "message"), [
     (b"", "pool.csv", "the file is empty"),
+    (b"\n", "pool.txt", "the pool file is empty"),
     (b"text\n\n  \n", "pool.csv", "no texts"),
     (b"a\x00b", "pool.txt", "NUL bytes"),
     (b"body,id\nhello,1\n", "pool.csv", None),
-], ids=["empty", "no-texts", "binary", "first-column"])
+], ids=["empty", "empty-text-file", "no-texts", "binary", "first-column"])
 def test_read_pool_errors_say_what_to_fix(content, name, message):
     if message is None:  # no "text" column: the first one is used
         assert read_pool(content, name=name).texts == ["hello"]
