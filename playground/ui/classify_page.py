@@ -261,11 +261,13 @@ def show_multi_label(result) -> None:
         st.progress(min(max(confidence, 0.0), 1.0), text=f"{mark}{name}: {confidence:.1%}{cut}")
 
 
-def show_export(inputs: list[str], examples: list[Example] | None, model: str, label_names: bool = False) -> None:
+def show_export(inputs: list[str], examples: list[Example] | None, model: str, label_names: bool = False,
+                unknown_below: float | None = None) -> None:
     with st.expander("Export code", expanded=False):
         url = st.text_input("Server URL for the API snippets", key="classify_server_url",
                             help="Where `python -m playground serve` listens.")
-        snippets = export.all_snippets(inputs, examples, model, server_url=url, label_names=label_names)
+        snippets = export.all_snippets(inputs, examples, model, server_url=url, label_names=label_names,
+                                       unknown_below=unknown_below)
         tabs = st.tabs(["Python", "JSON + curl", "Cohere SDK", "CSV"])
         with tabs[0]:
             st.code(snippets["python"], language="python")
@@ -420,5 +422,6 @@ if "classify_server_url" not in st.session_state:
     st.session_state.classify_server_url = export.DEFAULT_SERVER_URL
 if custom is None:
     render_evaluate(examples, model)
-show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None)
+show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None,
+            unknown_below=unknown_below)
 save_state()
