@@ -5,6 +5,8 @@
     python -m bench --extended --skip accuracy,latency,coldstart,throughput,http \
         --out docs/BENCHMARKS-trained.md --json bench/results-trained.json   # every large training (~1 h)
     python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit \
+        --out /tmp/B.md --json bench/results-active.json   # only the label-next simulation (docs/LABEL_NEXT.md)
 
 Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
 JSON as soon as it ends, so a failed or slow section costs only itself.
