@@ -5,6 +5,8 @@
     python -m bench --extended --skip accuracy,latency,coldstart,throughput,http \
         --out docs/BENCHMARKS-trained.md --json bench/results-trained.json   # every large training (~1 h)
     python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit \
+        --out /tmp/B.md --json bench/results-active.json   # only the label-next simulation (docs/LABEL_NEXT.md)
 
 Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
 JSON as soon as it ends, so a failed or slow section costs only itself.
@@ -23,8 +25,9 @@ from .common import ROOT, Config, machine, run_python, write_json
 from .report import write_report
 
 SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
-                 "setfit")
-"""Cheap sections first, model training last: a run cut short still has the serving numbers."""
+                 "setfit", "active")
+"""Cheap sections first, model training next: a run cut short still has the serving numbers. The label-next
+simulation (10-20 min on 2 shared cores) comes last, so it never pushes an older section out of the budget."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

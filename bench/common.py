@@ -76,6 +76,14 @@ class Config:
     training_dataset: str = "emotion"
     multilabel_dataset: str | None = MULTI_LABEL_SET
     throughput_datasets: list[str] = field(default_factory=lambda: ["sst2", "ag_news"])
+    active_pool_cap: int = 3000
+    """Label next: unlabelled pool rows per set (train sampled with seed 0), embedded once with small."""
+    active_rounds: int = 10
+    active_start: int = 2
+    active_batch: int = 10
+    """Texts per round; sets with more labels than this take one per label (banking77: 77)."""
+    unknown_ns: list[int] = field(default_factory=lambda: [8, 32])
+    unknown_target: float = 0.9
     http_seconds: float = 20.0
     http_clients: int = 4
     skip: list[str] = field(default_factory=list)
@@ -124,6 +132,9 @@ class Config:
             cfg.training_sizes = [["small", 40]]
             cfg.max_steps = max_steps or QUICK_MAX_STEPS
             cfg.http_seconds = 5.0
+            cfg.active_pool_cap = 300
+            cfg.active_rounds = 3
+            cfg.unknown_ns = [4]
             cfg.skip = sorted(set(cfg.skip) | set(FULL_ONLY))
         if latency_calls:
             cfg.latency_calls = latency_calls

@@ -223,6 +223,140 @@ def throughput_plot(rows: list[dict], path: Path) -> bool:
     return True
 
 
+ACTIVE_MARK_SHARE = 0.6
+"""Issue #19's mark: random's final accuracy with at most 60 % of random's added labels ..."""
+ACTIVE_MARK_DEFICIT = 0.01
+"""... and never more than 1 point below random at any round; on at least 5 of 7 sets."""
+
+
+def active_summary(section: dict) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per set and strategy: the mean curves over seeds, reach (share of random's added labels) and worst deficit.
+
+    Reach counts whole rounds: the first round whose mean accuracy reaches random's mean final
+    accuracy, over the number of rounds (labels are added at the same pace by every strategy).
+    """
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in section.get("rows", []):
+        by[(r["dataset"], r["strategy"])].append(r)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (dataset, strategy), rows in by.items():
+        out.setdefault(dataset, {})[strategy] = {
+            "seeds": len(rows), "n": rows[0]["n"], "batch": rows[0]["batch"],
+            "accuracy": np.mean([r["accuracy"] for r in rows], axis=0).tolist(),
+            "macro_f1": np.mean([r["macro_f1"] for r in rows], axis=0).tolist(),
+            "suggest_ms": float(np.mean([r["suggest_ms"] for r in rows]))}
+    for dataset, strategies in out.items():
+        base = strategies.get("random")
+        if base is None:
+            continue
+        final = base["accuracy"][-1]
+        rounds = len(base["accuracy"]) - 1
+        for strategy, curve in strategies.items():
+            acc = np.asarray(curve["accuracy"])
+            hit = np.flatnonzero(acc >= final - 1e-9)
+            curve["reach"] = None if not hit.size or not rounds else float(hit[0] / rounds)
+            curve["worst_deficit"] = float((np.asarray(base["accuracy"]) - acc).max())
+            curve["mark"] = (curve["reach"] is not None and curve["reach"] <= ACTIVE_MARK_SHARE + 1e-9
+                             and curve["worst_deficit"] <= ACTIVE_MARK_DEFICIT + 1e-9)
+    return out
+
+
+def active_report(section: dict, plot: Path) -> tuple[list[str], dict]:
+    summary = active_summary(section)
+    strategies = [s for s in ("uncertainty", "uncertainty+diversity") if any(s in v for v in summary.values())]
+    L = [("Simulated users on each set's training rows as the unlabelled pool (the labels stay hidden until a text "
+          "is picked): 2 examples per label to start, then a batch per round picked by each strategy "
+          "(`playground.active.suggest`), labelled, the instant head (`FewShotClassifier`, what `classify` fits) "
+          "refitted; accuracy on the test rows after each round, mean over seeds. *Reach*: the share of random's "
+          "added labels (whole rounds) the strategy needs to match random's final accuracy; *worst deficit*: the "
+          "most it is ever behind random (points). Mark: reach ≤ 60 % and deficit ≤ 1 point."), "",
+         "| set (pool, labels, batch) | random start → final | " + " | ".join(
+             f"{s}: final / reach / worst deficit / mark" for s in strategies) + " |",
+         "|---|---|" + "---|" * len(strategies)]
+    pools = {p["dataset"]: p for p in section.get("pools", [])}
+    met = {s: 0 for s in strategies}
+    for dataset, curves in summary.items():
+        base = curves.get("random")
+        if base is None:
+            continue
+        p = pools.get(dataset, {})
+        cells = []
+        for s in strategies:
+            c = curves.get(s)
+            if c is None:
+                cells.append("–")
+                continue
+            met[s] += c["mark"]
+            reach = "never" if c["reach"] is None else f"{c['reach']:.0%}"
+            cells.append(f"{c['accuracy'][-1] * 100:.1f} / {reach} / {c['worst_deficit'] * 100:+.1f} / "
+                         f"{'met' if c['mark'] else '**missed**'}")
+        L.append(f"| {dataset} ({p.get('pool', '?')}, {p.get('labels', '?')}, {base['batch']}) | "
+                 f"{base['accuracy'][0] * 100:.1f} → {base['accuracy'][-1] * 100:.1f} | " + " | ".join(cells) + " |")
+    total = sum(1 for c in summary.values() if "random" in c)
+    L += ["", "Sets meeting the mark: " + ", ".join(f"{s} **{met[s]}/{total}**" for s in strategies)
+          + f" (the issue asks for ≥ 5 of 7). Seeds per curve: {next(iter(next(iter(summary.values())).values()))['seeds'] if summary else 0}.", ""]
+    f1_rows = [(d, c) for d, c in summary.items() if d in IMBALANCED_SETS and "random" in c]
+    if f1_rows:
+        L += ["Macro-F1 on the imbalanced sets (start → final): " + "; ".join(
+            f"{d}: " + ", ".join(f"{s} {c[s]['macro_f1'][0] * 100:.1f} → {c[s]['macro_f1'][-1] * 100:.1f}"
+                                 for s in ("random", *strategies) if s in c) for d, c in f1_rows) + ".", ""]
+    if _active_plot(summary, plot):
+        L += [f"![accuracy against labels spent]({plot.name})", ""]
+    unknown = section.get("unknown", [])
+    if unknown:
+        g: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        for r in unknown:
+            g[(r["dataset"], r["n"])].append(r)
+        L += [(f"**Unknown** (opt-in): a third of each set's labels withheld as out of scope (their test rows should "
+               f"be refused); the threshold chosen by `active.choose_unknown_threshold` on the examples' out-of-fold "
+               f"predictions for {section.get('unknown_target', 0.9):.0%} precision; "
+               "out-of-scope rows count as wrong whenever answered. Mean over seeds."), "",
+              ("| set | examples per label | threshold | precision / coverage (all test rows) | without unknown: "
+               "precision at full coverage | in-scope precision / coverage | out-of-scope refused |"),
+              "|---|---|---|---|---|---|---|"]
+        for (dataset, n), rows in g.items():
+            def m(key: str, rows: list[dict] = rows) -> float:
+                vals = [r[key] for r in rows if r[key] is not None]
+                return float(np.mean(vals)) if vals else float("nan")
+            L.append(f"| {dataset} | {n} | {m('threshold'):.2f} | {m('precision') * 100:.1f} / {m('coverage') * 100:.1f} | "
+                     f"{m('precision_without') * 100:.1f} | {m('precision_in_scope') * 100:.1f} / "
+                     f"{m('coverage_in_scope') * 100:.1f} | {m('out_of_scope_refused') * 100:.1f} |")
+        L.append("")
+    return L, {"curves": summary, "met": met, "sets": total}
+
+
+def _active_plot(summary: dict, path: Path) -> bool:
+    if not summary:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(summary)
+    cols = min(4, len(sets))
+    rows = -(-len(sets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax, dataset in zip(axes.flat, sets):
+        for strategy, style in (("random", "k--"), ("uncertainty", "C1-"), ("uncertainty+diversity", "C0-")):
+            c = summary[dataset].get(strategy)
+            if c is not None:
+                ax.plot(c["n"], np.asarray(c["accuracy"]) * 100, style, marker=".", label=strategy)
+        ax.set_title(dataset, fontsize=10)
+        ax.set_xlabel("labelled examples", fontsize=8)
+        ax.set_ylabel("accuracy %", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(sets):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def _section_note(name: str, section: dict | None) -> list[str]:
     status = _status(section)
     return [] if status == "ok" else [f"*{name}: {status}*", ""]
@@ -398,6 +532,13 @@ def write_report(results: dict, out: Path) -> None:
                      f"{r['validation_accuracy'] * 100:.1f} / {r['baseline_accuracy'] * 100:.1f} ({r.get('validation_n', '?')}) |")
         L.append("")
 
+    # Label next
+    act = s.get("active") or {}
+    L += ["## Label next: which texts to label (issue #19)", ""] + _section_note("active", act)
+    if _ok(act) and act.get("rows"):
+        lines, summary["active"] = active_report(act, out.parent / "bench_active.png")
+        L += lines
+
     # HTTP
     h = s.get("http") or {}
     L += ["## HTTP API (`bench/http_load.py`)", ""] + _section_note("http", h)
@@ -483,6 +624,13 @@ def _targets(results: dict, summary: dict) -> list[str]:
     for r in (s.get("training_time") or {}).get("rows", []):
         if r["model"] == "small" and r["examples"] == 200 and "wall_s" in r:
             out.append(_target("training 200 examples, small", "≤ 60 s", f"{r['wall_s']} s", r["wall_s"] <= 60))
+    act = summary.get("active")
+    if act and act["met"]:
+        best = max(act["met"], key=act["met"].get)
+        out.append(_target("label next: reach random's final accuracy with ≤ 60 % of its labels, never > 1 point "
+                           "behind", f"≥ 5 of {act['sets']} sets", f"{best}: {act['met'][best]}/{act['sets']}",
+                           act["met"][best] >= min(5, act["sets"]),
+                           "see the Label next table for the sets that miss"))
     h = s.get("http") or {}
     lat_rss = (s.get("latency") or {}).get("peak_rss_mb")
     if _ok(h):

@@ -508,6 +508,112 @@ def training_time(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# Label next (issue #19): which texts to label, simulated; and the opt-in "unknown" answer
+
+
+def _active_curve(Xp: np.ndarray, yp: np.ndarray, Xt: np.ndarray, yt: np.ndarray, strategy: str, seed: int,
+                  cfg: dict) -> dict:
+    """One simulated user: 2 examples per label, then ``rounds`` batches picked by ``strategy``, the oracle labels them."""
+    from sklearn.metrics import f1_score
+
+    from playground import active
+    from playground.classifier import FewShotClassifier
+
+    classes = np.unique(yp)
+    batch = max(cfg["active_batch"], len(classes))  # one per label where there are more labels than the batch
+    rng = np.random.default_rng(seed)
+    labelled = [int(i) for c in classes
+                for i in rng.choice(np.flatnonzero(yp == c), cfg["active_start"], replace=False)]
+    acc, f1, n, ms = [], [], [], []
+    for r in range(cfg["active_rounds"] + 1):
+        head = FewShotClassifier().fit(Xp[labelled], yp[labelled])
+        pred = head.classes_[head.predict_proba(Xt).argmax(axis=1)]
+        acc.append(round(float((pred == yt).mean()), 4))
+        f1.append(round(float(f1_score(yt, pred, average="macro", zero_division=0)), 4))
+        n.append(len(labelled))
+        if r == cfg["active_rounds"]:
+            break
+        with Timer() as t:
+            picks = active.suggest(Xp, head.predict_proba(Xp), k=batch, labelled_vectors=Xp[labelled],
+                                   exclude=np.array(labelled), strategy=strategy, seed=seed * 1000 + r)
+        ms.append(t.seconds * 1000)
+        labelled += [int(i) for i in picks]
+    return {"strategy": strategy, "seed": seed, "batch": batch, "n": n, "accuracy": acc, "macro_f1": f1,
+            "suggest_ms": round(float(np.mean(ms)), 1)}
+
+
+def _unknown_run(Xp: np.ndarray, yp: np.ndarray, Xt: np.ndarray, yt: np.ndarray, n: int, seed: int,
+                 target: float) -> dict:
+    """A third of the labels withheld as out of scope; the threshold from the examples' out-of-fold predictions."""
+    from playground import active
+    from playground.classifier import FewShotClassifier
+    from playground.label_next import out_of_fold_proba
+
+    classes = np.unique(yp)
+    rng = np.random.default_rng(100 + seed)
+    out = rng.choice(classes, size=max(1, round(len(classes) / 3)), replace=False)
+    inscope = np.setdiff1d(classes, out)
+    idx = np.concatenate([rng.choice(np.flatnonzero(yp == c), min(n, int((yp == c).sum())), replace=False)
+                          for c in inscope])
+    X, y = Xp[idx], yp[idx]
+    head_classes, oof = out_of_fold_proba(X, list(y))
+    choice = active.choose_unknown_threshold(oof, list(y), list(head_classes), target_precision=target)
+    head = FewShotClassifier().fit(X, y)
+    proba = head.predict_proba(Xt)
+    pred = active.apply_unknown(proba, head.classes_, choice)
+    plain = head.classes_[proba.argmax(axis=1)]
+    is_in = np.isin(yt, inscope)
+    answered = pred != active.UNKNOWN
+    right = answered & (pred == yt)
+    return {"n": n, "seed": seed, "labels_out": len(out), "threshold": round(choice.threshold, 4),
+            "met_on_examples": choice.met, "oof_precision": round(choice.precision, 4),
+            "oof_coverage": round(choice.coverage, 4),
+            "precision": round(float(right.sum() / max(1, answered.sum())), 4),
+            "coverage": round(float(answered.mean()), 4),
+            "precision_in_scope": round(float(right[is_in].sum() / max(1, answered[is_in].sum())), 4),
+            "coverage_in_scope": round(float(answered[is_in].mean()), 4),
+            "out_of_scope_share": round(float((~is_in).mean()), 4),
+            "out_of_scope_refused": round(float((~answered[~is_in]).mean()), 4) if (~is_in).any() else None,
+            "precision_without": round(float((plain == yt).mean()), 4),
+            "accuracy_in_scope_without": round(float((plain[is_in] == yt[is_in]).mean()), 4)}
+
+
+@section("active")
+def active_learning(cfg: dict) -> dict:
+    """Issue #19: accuracy against labels spent per strategy (simulated, the test labels as the oracle), and unknown."""
+    from playground.active import STRATEGIES
+    from playground.embeddings import get_encoder, resolve_precision
+
+    threads = _threads_for_busy_machine()
+    encoder = get_encoder("small")
+    runs, unknown, pools = [], [], []
+    for ds in _sets(cfg, cfg["datasets"]):
+        rng = np.random.default_rng(0)
+        idx = np.arange(len(ds.train_texts))
+        if len(idx) > cfg["active_pool_cap"]:
+            idx = np.sort(rng.choice(idx, cfg["active_pool_cap"], replace=False))
+        pool_texts = [ds.train_texts[i] for i in idx]
+        vectors, seconds = _embed_all(encoder, pool_texts + ds.test_texts)
+        Xp = np.stack([vectors[t] for t in pool_texts])
+        yp = np.asarray([ds.train_labels[i] for i in idx], dtype=object)
+        Xt = np.stack([vectors[t] for t in ds.test_texts])
+        yt = np.asarray(ds.test_labels, dtype=object)
+        pools.append({"dataset": ds.name, "pool": len(pool_texts), "test": len(yt), "labels": len(np.unique(yp)),
+                      "embed_seconds": round(seconds, 1)})
+        for seed in cfg["seeds"]:
+            for strategy in STRATEGIES[::-1]:  # random, uncertainty, uncertainty+diversity
+                runs.append({"dataset": ds.name, **_active_curve(Xp, yp, Xt, yt, strategy, seed, cfg)})
+        if len(np.unique(yp)) >= 3:  # withholding a third of two labels leaves one: nothing to classify
+            for n in cfg["unknown_ns"]:
+                for seed in cfg["seeds"]:
+                    unknown.append({"dataset": ds.name, **_unknown_run(Xp, yp, Xt, yt, n, seed,
+                                                                        cfg["unknown_target"])})
+        _checkpoint({"rows": runs, "unknown": unknown, "pools": pools})
+    return {"rows": runs, "unknown": unknown, "pools": pools, "torch_threads": threads,
+            "precision": resolve_precision("auto"), "unknown_target": cfg["unknown_target"], "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+# ----------------------------------------------------------------------------------------------
 # HTTP: bench/http_load.py (4 clients, 20 s on 127.0.0.1)
 
 

@@ -170,7 +170,8 @@ def suggest(pool_vectors: Any, pool_proba: Any, *, k: int = DEFAULT_BATCH, label
         Batch size (``DEFAULT_BATCH`` = 10). Fewer come back when fewer rows are available.
     labelled_vectors : (m, d) array, optional
         Embeddings of the examples already labelled: pool rows with cosine similarity of at least
-        ``duplicate_similarity`` to one of them are not suggested (diversity strategy only).
+        ``duplicate_similarity`` to one of them are not suggested (diversity strategy only), unless
+        fewer than ``k`` other rows are left: then they fill the batch, after the others.
     strategy : ``"uncertainty+diversity"`` | ``"uncertainty"`` | ``"random"``
     kind : ``"margin"`` | ``"entropy"`` | ``"least-confidence"``
     exclude : indices or boolean mask of pool rows never to suggest (e.g. already labelled).
@@ -245,12 +246,15 @@ def suggest(pool_vectors: Any, pool_proba: Any, *, k: int = DEFAULT_BATCH, label
         top = np.concatenate([top, rest])
         stands_for = np.concatenate([stands_for, np.full(rest.size, share)])
     cand, cand_vectors = top, _matrix(vectors[available[top]], "pool_vectors")
+    repeats = np.empty(0, dtype=np.int64)
     if labelled is not None and len(labelled):
         fresh = _max_similarity(cand_vectors, labelled) < duplicate_similarity
-        if fresh.any():  # when every candidate repeats an example, keep them rather than show nothing
-            cand, cand_vectors, stands_for = cand[fresh], cand_vectors[fresh], stands_for[fresh]
-    if cand.size <= k:
-        return available[cand[np.lexsort((cand, -scores[cand]))]]
+        repeats = cand[~fresh]
+        cand, cand_vectors, stands_for = cand[fresh], cand_vectors[fresh], stands_for[fresh]
+    if cand.size <= k:  # too few distinct rows to cluster: all of them, then repeats of examples to fill the batch
+        chosen = np.concatenate([cand[np.lexsort((cand, -scores[cand]))],
+                                 repeats[np.lexsort((repeats, -scores[repeats]))][: k - cand.size]])
+        return available[chosen]
     weights = stands_for * np.maximum(scores[cand], 1e-6) ** float(power)
     km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1)), max_iter=100)
     labels = km.fit(cand_vectors, sample_weight=weights).labels_

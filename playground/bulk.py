@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .data import escape_cell, sniff_delimiter
-from .engine import Classification, get_classifier
+from .engine import Classification, check_unknown_below, get_classifier, with_unknown
 from .validation import ExampleLike, ValidationError, check_truncate
 
 DEFAULT_CHUNK_SIZE = 256
@@ -159,6 +159,11 @@ def _rows(source: Source, encoding: str, delimiter: str) -> Iterator[list[str]]:
             binary.close()
 
 
+def read_rows(source: Source, layout: CsvLayout) -> Iterator[list[str]]:
+    """Every row of a CSV read as ``inspect_csv`` found it (header first), streamed; close it when done early."""
+    return _rows(source, layout.encoding, layout.delimiter)
+
+
 def inspect_csv(source: Source, text_column: str | None = None, *,
                 delimiter: str | None = None) -> tuple[CsvLayout, int]:
     """Read the file once, streaming: its layout and its number of data rows (for progress).
@@ -269,7 +274,7 @@ def _number(value: float) -> str:
 def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterable[ExampleLike] | None = None,
                   model: str = "small", classifier: Classifier | None = None, text_column: str | None = None,
                   delimiter: str | None = None, truncate: str = "END", precision: str | None = None,
-                  chunk_size: int | None = None,
+                  chunk_size: int | None = None, unknown_below: float | None = None,
                   progress: Callable[[BulkProgress], None] | None = None,
                   stop: threading.Event | Callable[[], bool] | None = None) -> BulkResult:
     """Classify every row of a CSV and write the rows back with predictions (see the module doc).
@@ -293,9 +298,13 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
         An exception it raises stops the job, nothing written.
     stop : threading.Event or callable returning bool, optional
         Checked before every chunk; when set, the job stops and ``BulkResult.stopped`` is True.
+    unknown_below : float, optional
+        Opt-in: single-label rows whose confidence is below this get ``prediction`` ``unknown``
+        (their ``confidence_<label>`` columns are kept).
     """
     started = time.perf_counter()
     truncate = check_truncate(truncate)
+    unknown_below = check_unknown_below(unknown_below)
     if chunk_size is None:
         chunk_size = CHUNK_SIZES.get(model, DEFAULT_CHUNK_SIZE) if classifier is None else DEFAULT_CHUNK_SIZE
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
@@ -346,6 +355,9 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
                         if len(row) > width else "")
                     texts.append(row[layout.text_index] if layout.text_index < len(row) else "")
                 results = classify_chunk(classifier, [t if not p else "" for t, p in zip(texts, problems)], truncate)
+                if unknown_below is not None:
+                    results = [with_unknown([r], unknown_below)[0] if isinstance(r, Classification) else r
+                               for r in results]
                 for row, problem, result in zip(chunk, problems, results):
                     result = problem or result
                     if labels is None and isinstance(result, Classification):

@@ -16,10 +16,21 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .active import DEFAULT_BATCH, STRATEGIES
 from .bulk import BulkProgress, classify_file, format_eta
 from .data import read_examples_csv
 from .embeddings import DEFAULT_PRECISION, PRECISIONS
 from .engine import classify
+from .label_next import (
+    DEFAULT_TARGET_PRECISION,
+    REVIEW_ROWS,
+    LabelPool,
+    PoolProgress,
+    choose_threshold,
+    read_pool,
+    review_csv,
+    review_queue,
+)
 from .metrics import headline_keys, scored_on
 from .store import TrainingBusyError, list_models
 from .training import TrainingCancelled, TrainingProgress, TrainingSettings, train
@@ -36,19 +47,34 @@ def _precision(args: argparse.Namespace) -> str:
     return getattr(args, "precision", None) or DEFAULT_PRECISION
 
 
+def _unknown_below(args: argparse.Namespace, examples) -> float | None:
+    """``--unknown-below``: a number, or ``auto`` (chosen on the examples for ``--target-precision``)."""
+    value = getattr(args, "unknown_below", None)
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        if examples is None:
+            raise ValidationError("--unknown-below auto chooses the threshold on your examples: give --examples, "
+                                  "or a number such as --unknown-below 0.6")
+        choice = choose_threshold(examples, args.model, target_precision=args.target_precision,
+                                  precision=_precision(args), truncate=args.truncate)
+        print(choice.summary, file=sys.stderr)
+        return choice.threshold
+    try:
+        return float(value)
+    except ValueError:
+        raise ValidationError(f"--unknown-below must be a confidence from 0 to 1 or auto. But it was: {value!r}") from None
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     if args.input_file or args.output:
         return _classify_file(args)
     texts = list(args.texts)
     if not texts and not sys.stdin.isatty():
         texts = [line.strip() for line in sys.stdin if line.strip()]
-    if args.examples:
-        examples = read_examples_csv(args.examples).examples
-        results = classify(texts, examples, args.model, truncate=args.truncate, precision=_precision(args),
-                           max_inputs=None)
-    else:
-        results = classify(texts, None, args.model, truncate=args.truncate, precision=_precision(args),
-                           max_inputs=None)
+    examples = read_examples_csv(args.examples).examples if args.examples else None
+    results = classify(texts, examples, args.model, truncate=args.truncate, precision=_precision(args),
+                       max_inputs=None, unknown_below=_unknown_below(args, examples))
     _print_json([r.to_dict() for r in results])
     return 0
 
@@ -67,7 +93,7 @@ def _classify_file(args: argparse.Namespace) -> int:
 
     result = classify_file(args.input_file, args.output, examples=examples, model=args.model,
                            text_column=args.text_column, truncate=args.truncate, precision=_precision(args),
-                           progress=show)
+                           unknown_below=_unknown_below(args, examples), progress=show)
     print(f"\n{result.rows:,} rows classified in {result.seconds:.1f}s ({result.errors:,} with an error) "
           f"→ {result.output}", file=sys.stderr)
     return 0
@@ -128,6 +154,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     print(format_metrics(info.metrics), file=sys.stderr)
     _print_json(info.to_dict())
+    return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    """``suggest --examples ex.csv --pool texts.csv``: the next batch to label as JSON, progress on stderr."""
+    examples = read_examples_csv(args.examples).examples
+
+    def show(p: PoolProgress) -> None:
+        print(f"\r{p.phase} {p.done:,}/{p.total:,} · ETA {format_eta(p.seconds_left)}   ", end="", file=sys.stderr,
+              flush=True)
+
+    pool_file = read_pool(args.pool, text_column=args.text_column, progress=show)
+    print(pool_file.summary, file=sys.stderr)
+    pool = LabelPool(pool_file.texts, args.model, precision=_precision(args), truncate=args.truncate, progress=show)
+    print(file=sys.stderr)
+    batch = pool.suggest(examples, k=args.k, strategy=args.strategy, seed=args.seed)
+    _print_json([s.to_dict() for s in batch])
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """``review results.csv``: a bulk output's least sure rows first (CSV with --output, else JSON)."""
+    queue = review_queue(args.results, top=args.top, text_column=args.text_column)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as f:
+            f.write(review_csv(queue))
+        print(f"{len(queue)} rows to review → {args.output}: correct the label column, then load the file as "
+              "examples (it reads as text,label)", file=sys.stderr)
+    else:
+        _print_json([r.to_dict() for r in queue])
     return 0
 
 
@@ -195,7 +251,34 @@ def build_parser() -> argparse.ArgumentParser:
                    "confidence_<label>, error")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the CPU has it)")
+    p.add_argument("--unknown-below", default=None, metavar="CONFIDENCE|auto",
+                   help="opt-in: answer 'unknown' below this confidence; auto chooses it on --examples "
+                        "(held out in turn) for --target-precision and prints what it costs in coverage")
+    p.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
+                   help=f"precision --unknown-below auto aims for (default {DEFAULT_TARGET_PRECISION})")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("suggest", help="which texts of an unlabelled pool to label next (JSON out)")
+    p.add_argument("--examples", required=True, help="CSV of text,label examples labelled so far")
+    p.add_argument("--pool", required=True, help="unlabelled texts: CSV with a header row (text column, else the "
+                   "first) or a .txt file with one text per line; up to 100,000")
+    p.add_argument("--text-column", help="column of --pool to use (default: text, else the first)")
+    p.add_argument("--k", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
+    p.add_argument("--strategy", choices=STRATEGIES, default=STRATEGIES[0],
+                   help="uncertainty+diversity (default), uncertainty, random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="small", choices=["small", "large"])
+    p.add_argument("--truncate", default="END", choices=["END", "START", "NONE"])
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="encoder precision (default: auto)")
+    p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("review", help="the rows of a bulk output the model is least sure of, first")
+    p.add_argument("results", help="a CSV written by classify --output (or the Bulk page)")
+    p.add_argument("--top", type=int, default=REVIEW_ROWS, help=f"rows to list (default {REVIEW_ROWS})")
+    p.add_argument("--text-column", help="the text column (default: text, else the first)")
+    p.add_argument("--output", help="write row,text,prediction,confidence,label CSV here (else JSON on stdout); "
+                   "correct the label column and load it as examples")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("train", help="train a custom model from a CSV (single-label) or JSONL (multi-label) file")
     p.add_argument("data", help="training file: .csv text,label or .jsonl {\"text\", \"label\": [...]}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 
+from .active import UNKNOWN
 from .classifier import FewShotClassifier, Head, make_head
 from .label_prior import LabelPriorClassifier, label_embedding_map, label_texts
 from .embeddings import (
@@ -207,6 +208,38 @@ class CustomModel:
 Classifier = FewShotModel | CustomModel
 
 
+def check_unknown_below(value: Any) -> float | None:
+    """``None`` (no ``unknown`` answer) or a confidence in [0, 1]; a ``ValidationError`` naming the value otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= float(value) <= 1:
+        raise ValidationError(f"unknown_below must be a confidence from 0 to 1 (e.g. 0.6), or left out. "
+                              f"But it was: {value!r}")
+    return float(value)
+
+
+def with_unknown(results: Sequence[Classification], threshold: float | None) -> list[Classification]:
+    """Single-label answers whose confidence is below ``threshold`` become ``unknown`` (labels and confidence kept).
+
+    The opt-in answer of issue #19: ``prediction`` and ``predictions`` say ``"unknown"``; ``labels``
+    still holds every label's confidence, so a caller can see what the model leaned to.
+    """
+    threshold = check_unknown_below(threshold)
+    if threshold is None:
+        return list(results)
+    out = []
+    for r in results:
+        if r.classification_type == "multi-label":
+            raise ValidationError("unknown_below applies to single-label models; a multi-label model already "
+                                  "answers no label when none is over its threshold")
+        if UNKNOWN in r.labels:
+            raise ValidationError(f"one of the labels is called {UNKNOWN!r}, so an {UNKNOWN!r} answer would be "
+                                  "ambiguous: rename that label, or leave unknown_below out")
+        out.append(replace(r, prediction=UNKNOWN, predictions=(UNKNOWN,)) if r.confidence < threshold else r)
+    return out
+
+
 _FITTED: OrderedDict[tuple, FewShotModel] = OrderedDict()
 _FITTED_LOCK = threading.Lock()
 
@@ -305,15 +338,15 @@ def get_classifier(examples: Iterable[ExampleLike] | None, model: str = "small",
 @overload
 def classify(inputs: str, examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
              truncate: str = ..., precision: str = ..., max_inputs: int | None = ..., label_names: bool = ...,
-             descriptions: Mapping[str, str] | None = ...) -> Classification: ...
+             descriptions: Mapping[str, str] | None = ..., unknown_below: float | None = ...) -> Classification: ...
 @overload
 def classify(inputs: Sequence[str], examples: Iterable[ExampleLike] | None = ..., model: str = ..., *,
              truncate: str = ..., precision: str = ..., max_inputs: int | None = ..., label_names: bool = ...,
-             descriptions: Mapping[str, str] | None = ...) -> list[Classification]: ...
+             descriptions: Mapping[str, str] | None = ..., unknown_below: float | None = ...) -> list[Classification]: ...
 
 
 def classify(inputs, examples=None, model="small", *, truncate="END", precision=DEFAULT_PRECISION, max_inputs=MAX_INPUTS,
-             label_names=False, descriptions=None):
+             label_names=False, descriptions=None, unknown_below=None):
     """Classify ``inputs`` from labelled ``examples`` (few-shot) or with a custom model by name.
 
     Parameters
@@ -333,6 +366,10 @@ def classify(inputs, examples=None, model="small", *, truncate="END", precision=
         they predict your examples out of fold (``label_prior.py``): names that do not help get weight
         0. Off by default: on 7 public sets it adds 3 points at 8 examples per label, but it can move
         near-ties the other way (the guide's example on small flips to positive).
+    unknown_below : float or None, default=None
+        Opt-in: answers whose confidence is below this become ``"unknown"`` (single-label only).
+        ``label_next.choose_threshold(examples, target_precision=0.9)`` picks one from your
+        examples' out-of-fold predictions and says what it costs in coverage.
 
     Examples
     --------
@@ -344,6 +381,8 @@ def classify(inputs, examples=None, model="small", *, truncate="END", precision=
     texts = [inputs] if is_singular else list(inputs)
     check_inputs(texts, max_inputs=max_inputs)
     truncate = check_truncate(truncate)
+    threshold = check_unknown_below(unknown_below)
     results = get_classifier(examples, model, truncate=truncate, precision=precision, label_names=label_names,
                              descriptions=descriptions).classify(texts, truncate=truncate)
+    results = with_unknown(results, threshold)
     return results[0] if is_singular else results

@@ -26,9 +26,9 @@ def _py_list(items: Sequence[str], indent: str = "    ") -> str:
 
 def request_body(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
                  truncate: str = "END", label_names: bool = False, *,
-                 descriptions: Mapping[str, str] | None = None) -> dict:
-    """The ``/v1/classify`` request (Cohere's v1 shape, plus ``label_names`` and ``descriptions`` when
-    the label-name hint is on) for this configuration."""
+                 descriptions: Mapping[str, str] | None = None, unknown_below: float | None = None) -> dict:
+    """The ``/v1/classify`` request (Cohere's v1 shape, plus ``label_names`` and ``descriptions`` when the
+    label-name hint is on, ``unknown_below`` when set) for this configuration."""
     body: dict = {"model": model, "inputs": list(inputs)}
     if examples and model in BASE_MODELS:
         body["examples"] = [ex.to_dict() for ex in examples]
@@ -38,12 +38,14 @@ def request_body(inputs: Sequence[str], examples: Sequence[Example] | None, mode
                 body["descriptions"] = dict(descriptions)
     if truncate != "END":
         body["truncate"] = truncate
+    if unknown_below is not None:
+        body["unknown_below"] = unknown_below
     return body
 
 
 def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
                    truncate: str = "END", label_names: bool = False, *,
-                   descriptions: Mapping[str, str] | None = None) -> str:
+                   descriptions: Mapping[str, str] | None = None, unknown_below: float | None = None) -> str:
     """Python using this package; run it from the project folder."""
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["from playground import Example, classify" if few_shot else "from playground import classify", ""]
@@ -57,7 +59,8 @@ def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
             f"truncate={truncate!r}" if truncate != "END" else None,
             "max_inputs=None" if len(inputs) > MAX_INPUTS else None,
             "label_names=True" if label_names and few_shot else None,
-            "descriptions=descriptions" if described else None]
+            "descriptions=descriptions" if described else None,
+            f"unknown_below={unknown_below!r}" if unknown_below is not None else None]
     lines += [
         "",
         f"results = classify({', '.join(a for a in args if a)})",
@@ -69,15 +72,17 @@ def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
 
 def json_body(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
               truncate: str = "END", label_names: bool = False, *,
-              descriptions: Mapping[str, str] | None = None) -> str:
-    body = request_body(inputs, examples, model, truncate, label_names, descriptions=descriptions)
+              descriptions: Mapping[str, str] | None = None, unknown_below: float | None = None) -> str:
+    body = request_body(inputs, examples, model, truncate, label_names, descriptions=descriptions,
+                        unknown_below=unknown_below)
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
 
 
 def curl_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
                  truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False, *,
-                 descriptions: Mapping[str, str] | None = None) -> str:
-    body = json.dumps(request_body(inputs, examples, model, truncate, label_names, descriptions=descriptions),
+                 descriptions: Mapping[str, str] | None = None, unknown_below: float | None = None) -> str:
+    body = json.dumps(request_body(inputs, examples, model, truncate, label_names, descriptions=descriptions,
+                                   unknown_below=unknown_below),
                       ensure_ascii=False, indent=2)
     url = server_url.rstrip("/") + "/v1/classify"
     return (
@@ -89,8 +94,9 @@ def curl_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mode
 
 
 def cohere_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
-                   truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False) -> str:
-    """The Cohere SDK call of Cohere's guide, pointed at this project's server."""
+                   truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False, *,
+                   unknown_below: float | None = None) -> str:
+    """The Cohere SDK call of Cohere's guide, pointed at this project's server (``unknown_below`` applied client-side)."""
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["import os", "", "import cohere"]
     if label_names and few_shot:
@@ -111,7 +117,12 @@ def cohere_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
         lines.append("    examples=" + _py_list(items, indent="        ").replace("\n]", "\n    ]") + ",")
     if truncate != "END":
         lines.append(f"    truncate={truncate!r},")
-    lines += [")", "for c in response.classifications:", "    print(c.prediction, round(c.confidence, 3), c.input)"]
+    lines += [")", "for c in response.classifications:"]
+    if unknown_below is not None:  # the SDK cannot send our extension: the same rule, applied to its answer
+        lines += [f"    prediction = c.prediction if c.confidence >= {unknown_below!r} else 'unknown'",
+                  "    print(prediction, round(c.confidence, 3), c.input)"]
+    else:
+        lines.append("    print(c.prediction, round(c.confidence, 3), c.input)")
     return "\n".join(lines) + "\n"
 
 
@@ -121,16 +132,18 @@ def csv_export(examples: Sequence[Example], descriptions: Mapping[str, str] | No
 
 def all_snippets(inputs: Sequence[str], examples: Sequence[Example] | None, model: str = "small",
                  truncate: str = "END", server_url: str = DEFAULT_SERVER_URL, label_names: bool = False, *,
-                 descriptions: Mapping[str, str] | None = None) -> dict[str, str]:
+                 descriptions: Mapping[str, str] | None = None, unknown_below: float | None = None) -> dict[str, str]:
     """Every export at once, keyed by tab: ``python``, ``json``, ``curl``, ``cohere``, ``csv``.
 
     ``descriptions`` ({label: words}) go with the label-name hint in the request exports, and
     always into the CSV's ``description`` column.
     """
+    both = {"descriptions": descriptions, "unknown_below": unknown_below}
     return {
-        "python": python_snippet(inputs, examples, model, truncate, label_names, descriptions=descriptions),
-        "json": json_body(inputs, examples, model, truncate, label_names, descriptions=descriptions),
-        "curl": curl_snippet(inputs, examples, model, truncate, server_url, label_names, descriptions=descriptions),
-        "cohere": cohere_snippet(inputs, examples, model, truncate, server_url, label_names),
+        "python": python_snippet(inputs, examples, model, truncate, label_names, **both),
+        "json": json_body(inputs, examples, model, truncate, label_names, **both),
+        "curl": curl_snippet(inputs, examples, model, truncate, server_url, label_names, **both),
+        "cohere": cohere_snippet(inputs, examples, model, truncate, server_url, label_names,
+                                 unknown_below=unknown_below),
         "csv": csv_export(examples or [], descriptions),
     }

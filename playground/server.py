@@ -85,6 +85,10 @@ class ClassifyRequest(BaseModel):
                                   "on the examples. Left out, the request behaves exactly as Cohere's.")
     descriptions: dict[str, str] | None = Field(
         default=None, description="An extension: a few words per label, used with label_names.")
+    unknown_below: float | None = Field(
+        default=None, description="An extension (not Cohere's): single-label answers whose confidence is below this "
+                                  "(0 to 1) get prediction \"unknown\"; labels keep every confidence. Left out, the "
+                                  "response is exactly Cohere's.")
 
 
 class TuneRequest(BaseModel):
@@ -178,7 +182,7 @@ def to_cohere(result: Classification) -> ClassificationOut:
         prediction=result.prediction if single else None,
         predictions=predictions,
         confidence=result.confidence if single else None,
-        confidences=[result.labels[label] for label in predictions],
+        confidences=[result.labels.get(label, result.confidence) for label in predictions],
         labels={label: LabelConfidence(confidence=p) for label, p in result.labels.items()},
         classification_type=result.classification_type,
     )
@@ -457,7 +461,8 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
                 )
             examples = None
         results = classify(request.inputs, examples, model, truncate=request.truncate or "END", precision=precision,
-                           label_names=bool(request.label_names), descriptions=request.descriptions)
+                           label_names=bool(request.label_names), descriptions=request.descriptions,
+                           unknown_below=request.unknown_below)
         return ClassifyResponse(id=str(uuid.uuid4()), classifications=[to_cohere(r) for r in results])
 
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)

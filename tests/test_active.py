@@ -101,6 +101,14 @@ def test_diversity_skips_near_duplicates_of_labelled_examples():
     assert not set(first) & set(again)
 
 
+def test_a_batch_is_filled_with_repeats_of_examples_only_when_too_few_distinct_rows_are_left():
+    X, proba = two_label_pool(n=12, seed=4)
+    labelled = X[:4]  # rows 0-3 repeat labelled examples; 8 distinct rows are left for a batch of 10
+    picks = suggest(X, proba, k=10, labelled_vectors=labelled)
+    assert len(picks) == 10 and set(picks[:8]) == set(range(4, 12)) and set(picks[8:]) <= {0, 1, 2, 3}
+    assert set(suggest(X, proba, k=5, labelled_vectors=labelled)) <= set(range(4, 12))
+
+
 def test_suggest_respects_exclude_and_small_pools():
     X, proba = two_label_pool(n=30)
     excluded = np.arange(25)

@@ -89,3 +89,41 @@ def test_advanced_settings_show_the_precision_in_use():
     assert "In use: **fp32**" in [c.value for c in at.caption]
     button(at, "Classify").click().run()
     assert not at.error and len(at.get("progress")) == 4
+
+
+def test_unknown_threshold_is_chosen_from_the_examples_and_applied():
+    at = run_app()
+    at.checkbox(key="classify_unknown").check().run()
+    button(at, "Choose the threshold from my examples").click().run()
+    assert not at.exception and not at.error
+    summary = [n.value for n in [*at.success, *at.warning] if "confidence the answer is 'unknown'" in n.value]
+    assert len(summary) == 1 and "precision" in summary[0]
+    assert 0.0 <= at.slider(key="classify_unknown_below").value <= 1.0
+    at.slider(key="classify_unknown_below").set_value(1.0).run()
+    button(at, "Classify").click().run()
+    assert not at.exception and not at.error
+    predictions = [m.value for m in at.markdown if m.value.startswith("Prediction:")]
+    assert len(predictions) == 2 and all("**unknown**" in p for p in predictions)
+
+
+def test_label_next_suggests_a_batch_and_adds_it_to_the_examples():
+    from playground.label_next import LabelPool
+
+    at = run_app()
+    texts = ["The package never showed up", "Support was friendly and quick", "Refund took forever",
+             "Works as described, happy", "Arrived broken, very disappointed", "Five stars, would buy again"]
+    at.session_state["label_pool"] = LabelPool(texts, "small")
+    at.run()
+    assert "6 texts left in the pool." in [c.value for c in at.caption]
+    button(at, "Suggest what to label").click().run()
+    assert not at.exception and not at.error
+    batch = at.session_state["label_batch"]
+    assert len(batch) == 6 and set(batch["label"]) <= {"negative", "positive"}
+    before = len(at.session_state["classify_examples"])
+    button(at, "Add to examples and suggest the next batch").click().run()
+    assert not at.exception and not at.error
+    assert len(at.session_state["classify_examples"]) == before + 6
+    assert at.session_state["label_pool"].remaining == 0 and at.session_state["label_batch"] is None
+    curve = at.session_state["label_curve"]
+    assert [p.n_examples for p in curve] == [before + 6]
+    assert any(m.value.startswith("**Progress**: cross-validated accuracy") for m in at.markdown)

@@ -50,18 +50,19 @@ def test_quick_run_writes_every_section(quick_run):
     out, results = quick_run
     sections = results["sections"]
     assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
-                              "multilabel", "setfit"]
-    for name in ("accuracy", "latency", "throughput"):
+                              "multilabel", "setfit", "active"]
+    for name in ("accuracy", "latency", "throughput", "active"):
         assert sections[name]["status"] == "ok", sections[name]
         assert 50 < sections[name]["peak_rss_mb"] < 4000
     for name in ("trained", "setfit", "multilabel", "coldstart", "http"):
         assert sections[name]["status"].startswith("not run"), sections[name]
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
     report = (out / "BENCHMARKS.md").read_text()
-    for heading in ("## Accuracy", "## Calibration", "## Latency", "## Throughput", "## Memory", "## Targets",
-                    "reviews", "topics"):
+    for heading in ("## Accuracy", "## Calibration", "## Latency", "## Throughput", "## Label next", "## Memory",
+                    "## Targets", "reviews", "topics"):
         assert heading in report
     assert (out / "bench_reliability.png").stat().st_size > 1000
+    assert (out / "bench_active.png").stat().st_size > 1000
 
 
 def test_quick_run_numbers_are_sane(quick_run):
@@ -87,3 +88,25 @@ def test_quick_run_numbers_are_sane(quick_run):
     for tp in results["sections"]["throughput"]["rows"]:
         assert tp["texts"] == 20 and tp["raw_fp32_per_s"] > 0 and tp["bulk_fp32_per_s"] > 0
         assert tp["bulk_fp32_rows"] == 20
+
+
+def test_quick_run_simulates_label_next(quick_run):
+    out, results = quick_run
+    section, cfg = results["sections"]["active"], results["config"]
+    runs = section["rows"]
+    assert {(r["dataset"], r["strategy"]) for r in runs} == {
+        (d, s) for d in ("reviews", "topics") for s in ("random", "uncertainty", "uncertainty+diversity")}
+    for r in runs:
+        assert len(r["accuracy"]) == len(r["n"]) == cfg["active_rounds"] + 1
+        assert r["n"][0] == cfg["active_start"] * {"reviews": 2, "topics": 3}[r["dataset"]]
+        pool = next(p["pool"] for p in section["pools"] if p["dataset"] == r["dataset"])
+        assert all(b - a == min(r["batch"], pool - a) for a, b in zip(r["n"], r["n"][1:]))  # a batch of new texts
+        assert all(0 <= a <= 1 for a in r["accuracy"])
+    assert {r["accuracy"][0] for r in runs if r["dataset"] == "topics"} == {
+        next(r["accuracy"][0] for r in runs if r["dataset"] == "topics")}  # every strategy starts from the same sample
+    unknown = section["unknown"]  # topics has 3 labels, one withheld; reviews (2 labels) is left out
+    assert {u["dataset"] for u in unknown} == {"topics"} and all(u["labels_out"] == 1 for u in unknown)
+    for u in unknown:
+        assert 0 <= u["threshold"] <= 1 and 0 <= u["coverage"] <= 1 and 0 <= u["precision"] <= 1
+        assert u["coverage_in_scope"] >= u["coverage"] - 1e-9 or u["out_of_scope_refused"] > 0
+    assert "Sets meeting the mark:" in (out / "BENCHMARKS.md").read_text()

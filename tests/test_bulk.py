@@ -232,3 +232,23 @@ def test_bulk_page_pasted_texts(small_encoder):
     assert result.rows == 3 and Path(result.output).is_file()
     at.button(key="bulk_stop").click().run()
     assert "Stopped" in at.warning[0].value
+
+
+def test_bulk_page_review_queue_lists_the_least_sure_rows(small_encoder):
+    from streamlit.testing.v1 import AppTest
+
+    from playground.label_next import review_queue
+
+    page = Path(__file__).resolve().parent.parent / "playground" / "ui" / "bulk_page.py"
+    at = AppTest.from_file(str(page), default_timeout=180).run()
+    at.radio(key="bulk_source").set_value("Paste").run()
+    at.text_area(key="bulk_paste").set_value("The package was damaged\nIt is fine I guess\nI love it").run()
+    at.button(key="bulk_start").click().run()
+    assert not at.exception and not at.error
+    at.number_input(key="bulk_review_top").set_value(2).run()
+    assert not at.exception and not at.error
+    queue = review_queue(at.session_state.bulk_result.output, top=2)
+    assert len(queue) == 2 and queue[0].uncertainty >= queue[1].uncertainty
+    grid = at.dataframe[1].value  # the review grid, under the preview
+    assert list(grid["text"]) == [r.text for r in queue] and list(grid["label"]) == list(grid["prediction"])
+    assert not grid["checked"].any()

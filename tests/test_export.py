@@ -70,3 +70,14 @@ def test_package_snippet_runs_and_matches_the_engine(seed, tmp_path):
     assert run.returncode == 0, run.stderr
     expected = [f"{r.prediction} ({r.confidence:.0%}): {r.input}" for r in classify(inputs, examples)]
     assert run.stdout.splitlines() == expected
+
+
+def test_unknown_below_is_exported_only_when_on():
+    plain, marked = all_snippets(INPUTS, AWKWARD), all_snippets(INPUTS, AWKWARD, unknown_below=0.62)
+    assert "unknown" not in plain["python"] + plain["json"] + plain["cohere"]
+    assert json.loads(marked["json"])["unknown_below"] == 0.62
+    assert "unknown_below=0.62" in marked["python"]
+    words = shlex.split(marked["curl"])
+    assert json.loads(words[words.index("--data-binary") + 1])["unknown_below"] == 0.62
+    ast.parse(marked["cohere"])  # Cohere's SDK cannot send it: the same rule is applied to its answer
+    assert "c.confidence >= 0.62 else 'unknown'" in marked["cohere"]

@@ -18,6 +18,7 @@ import streamlit as st
 
 from playground.bulk import BulkProgress, classify_file, format_eta, inspect_csv
 from playground.embeddings import BASE_MODELS, ModelNotFoundError
+from playground.label_next import REVIEW_ROWS, corrections_csv, review_queue
 from playground.presets import DEFAULT_PRESET, load_preset
 from playground.store import list_models
 from playground.ui.widgets import show_notice, show_problems
@@ -158,3 +159,28 @@ if result is not None and result.output is not None and Path(result.output).is_f
     output = Path(result.output)
     st.download_button("Download results.csv", data=output.read_bytes, file_name=OUTPUT_NAME, mime="text/csv",
                        type="primary", key="bulk_download")
+
+    with st.expander("Review queue: the rows the model is least sure of, first", expanded=False):
+        st.caption("Check these by hand: fix the label where the model is wrong, tick **checked**, then download the "
+                   "checked rows as examples (`text,label`, the file the Classify page's uploader takes).")
+        top = st.number_input("Rows to review", min_value=1, max_value=1000, value=REVIEW_ROWS, key="bulk_review_top")
+        try:
+            queue = review_queue(output, top=int(top), text_column=result.text_column)
+        except ValidationError as exc:
+            show_problems("No review queue for this output:", exc)
+            queue = []
+        if queue:
+            frame = pd.DataFrame([{**r.to_dict(), "label": r.prediction, "checked": False} for r in queue])
+            options = sorted({*result.labels, *frame["prediction"]})
+            edited = st.data_editor(
+                frame, key=f"bulk_review_{result.seconds}_{int(top)}", hide_index=True, width="stretch",
+                disabled=["row", "text", "prediction", "confidence", "uncertainty"],
+                column_order=["row", "text", "prediction", "confidence", "label", "checked"],
+                column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0,
+                                                                             format="percent"),
+                               "label": st.column_config.SelectboxColumn("label", options=options, required=True),
+                               "checked": st.column_config.CheckboxColumn("checked")})
+            checked = int(edited["checked"].sum())
+            st.download_button(f"Download the {checked} checked rows as examples", corrections_csv(
+                edited.to_dict("records")), "corrected_examples.csv", "text/csv", disabled=not checked,
+                key="bulk_review_download")

@@ -14,9 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from playground import export
+from playground.active import UNKNOWN
 from playground.data import DataFileError, read_examples_csv
 from playground.embeddings import PRECISIONS, BASE_MODELS, ModelNotFoundError, is_loaded, resolve_precision
-from playground.engine import classify, load_folder
+from playground.engine import classify, load_folder, with_unknown
+from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
 from playground.training import (
     KEEP_TUNED_GRIDS,
     TrainingCancelled,
@@ -29,6 +31,7 @@ from playground.training import (
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import list_models
 from playground.ui.evaluate_panel import render_evaluate
+from playground.ui.label_next_panel import render_label_next
 from playground.ui.widgets import problem_list, problems_of, show_notice, show_problems
 from playground.validation import (
     MIN_EXAMPLES_PER_LABEL,
@@ -207,7 +210,22 @@ def init_state() -> None:
         st.session_state.classify_notice = None
 
 
-KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_precision", "classify_label_names", "classify_preset", "classify_upload_mode", "classify_server_url")
+KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_precision", "classify_label_names", "classify_preset",
+                "classify_upload_mode", "classify_server_url", "classify_unknown", "classify_unknown_below",
+                "classify_unknown_target")
+
+
+def choose_unknown(examples: list[Example], model: str, precision: str) -> None:
+    """Set the threshold from the examples' out-of-fold predictions; say what it costs in coverage."""
+    target = st.session_state.get("classify_unknown_target", DEFAULT_TARGET_PRECISION)
+    try:
+        choice = choose_threshold(examples, model, target_precision=target, precision=precision)
+    except (ValidationError, LookupError) as exc:
+        st.session_state.classify_unknown_choice = ("error", problem_list("Could not choose a threshold:",
+                                                                          problems_of(exc)))
+        return
+    st.session_state.classify_unknown_below = round(choice.threshold, 2)
+    st.session_state.classify_unknown_choice = ("success" if choice.met else "warning", choice.summary)
 
 
 def restore_state() -> None:
@@ -237,7 +255,10 @@ def show_results(results) -> None:
     for result in results:
         with st.container(border=True):
             st.markdown(f"**{result.input}**")
-            if result.classification_type != "multi-label":
+            if result.prediction == UNKNOWN and result.classification_type != "multi-label":
+                st.markdown(f"Prediction: :orange-background[**{UNKNOWN}**] · top confidence {result.confidence:.1%}, "
+                            "below your threshold")
+            elif result.classification_type != "multi-label":
                 st.markdown(f"Prediction: :green-background[**{result.prediction}**] · "
                             f"confidence {result.confidence:.1%}")
             if result.classification_type == "multi-label":
@@ -262,12 +283,12 @@ def show_multi_label(result) -> None:
 
 
 def show_export(inputs: list[str], examples: list[Example] | None, model: str, label_names: bool = False,
-                descriptions: dict[str, str] | None = None) -> None:
+                descriptions: dict[str, str] | None = None, unknown_below: float | None = None) -> None:
     with st.expander("Export code", expanded=False):
         url = st.text_input("Server URL for the API snippets", key="classify_server_url",
                             help="Where `python -m playground serve` listens.")
         snippets = export.all_snippets(inputs, examples, model, server_url=url, label_names=label_names,
-                                       descriptions=descriptions)
+                                       descriptions=descriptions, unknown_below=unknown_below)
         tabs = st.tabs(["Python", "JSON + curl", "Cohere SDK", "CSV"])
         with tabs[0]:
             st.code(snippets["python"], language="python")
@@ -356,6 +377,24 @@ if custom is None:  # a custom model needs no examples: no grid, upload or prese
         if n < MIN_EXAMPLES_PER_LABEL:
             st.warning(f"Label **{label}** has {n} example; add at least {MIN_EXAMPLES_PER_LABEL - n} more.")
 
+with st.expander("Unknown answer (opt-in)", expanded=bool(st.session_state.get("classify_unknown"))):
+    st.caption("Below a confidence threshold the answer is `unknown` instead of a guess: fewer answers, more of them "
+               "right. The threshold can be chosen from your examples, each predicted by a model fitted without it; "
+               "the precision it promises is for texts that belong to one of your labels (texts about something "
+               "else are refused less reliably).")
+    unknown_on = st.checkbox("Answer unknown below a confidence", key="classify_unknown")
+    for key, default in (("classify_unknown_below", 0.5), ("classify_unknown_target", DEFAULT_TARGET_PRECISION)):
+        if key not in st.session_state:
+            st.session_state[key] = default
+    st.slider("Threshold", 0.0, 1.0, step=0.01, key="classify_unknown_below", disabled=not unknown_on)
+    if custom is None:
+        left, right = st.columns([1, 2], vertical_alignment="bottom")
+        left.number_input("Target precision", 0.5, 1.0, step=0.01, key="classify_unknown_target")
+        right.button("Choose the threshold from my examples", on_click=choose_unknown,
+                     args=(examples, model, precision), disabled=grid_error is not None or not unknown_on)
+        show_notice(st.session_state.get("classify_unknown_choice") if unknown_on else None)
+unknown_below = st.session_state.classify_unknown_below if unknown_on else None
+
 st.subheader("Inputs")
 st.text_area("One input per line", key="classify_inputs", height=120)
 inputs = inputs_from_text(st.session_state.classify_inputs)
@@ -373,12 +412,14 @@ if st.button("Classify", type="primary"):
         with st.spinner(spinner or "Classifying…"):
             if tuned is not None:  # this grid was tuned: the tuned encoder and its head answer
                 check_inputs(inputs, max_inputs=None)
-                st.session_state.classify_results = load_folder(tuned.folder, precision=precision).classify(inputs)
+                st.session_state.classify_results = with_unknown(
+                    load_folder(tuned.folder, precision=precision).classify(inputs), unknown_below)
             else:
                 st.session_state.classify_results = classify(inputs, examples if custom is None else None, model,
                                                              precision=precision, max_inputs=None,
                                                              label_names=label_names and custom is None,
-                                                             descriptions=descriptions or None)
+                                                             descriptions=descriptions or None,
+                                                             unknown_below=unknown_below)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         st.session_state.classify_results = None
         show_problems("Could not classify:", exc)
@@ -397,6 +438,10 @@ if custom is None:
                 show_problems("Could not tune:", exc)
         tune_status(examples, model, descriptions)
 
+if custom is None:
+    render_label_next(examples, model, precision, grid_error is None and bool(examples),
+                      lambda grown: set_examples(grown, descriptions))  # the grid grows, its descriptions stay
+
 if st.session_state.classify_results:
     st.subheader("Results")
     show_results(st.session_state.classify_results)
@@ -406,5 +451,5 @@ if "classify_server_url" not in st.session_state:
 if custom is None:
     render_evaluate(examples, model)
 show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None,
-            descriptions=descriptions)
+            descriptions=descriptions, unknown_below=unknown_below)
 save_state()
