@@ -133,15 +133,26 @@ class CsvLayout:
         return self.header[self.text_index]
 
 
-def _open_binary(source: Source) -> tuple[IO[bytes], bool]:
+def open_binary(source: Source, what: str = "input file") -> tuple[IO[bytes], bool]:
+    """An open binary stream at its start, and whether it is ours to close (a path we opened)."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise ValidationError(f"input file not found: {path}")
+            raise ValidationError(f"{what} not found: {path}")
         return path.open("rb"), True
     if hasattr(source, "seek"):
         source.seek(0)
     return source, False
+
+
+def read_head(source: Source, what: str = "input file") -> bytes:
+    """The first ``SNIFF_BYTES`` of a file, for sniffing its encoding, delimiter or emptiness."""
+    binary, owned = open_binary(source, what)
+    try:
+        return binary.read(SNIFF_BYTES)
+    finally:
+        if owned:
+            binary.close()
 
 
 def _text_stream(binary: IO[bytes], encoding: str) -> io.TextIOWrapper:
@@ -149,7 +160,7 @@ def _text_stream(binary: IO[bytes], encoding: str) -> io.TextIOWrapper:
 
 
 def _rows(source: Source, encoding: str, delimiter: str) -> Iterator[list[str]]:
-    binary, owned = _open_binary(source)
+    binary, owned = open_binary(source)
     stream = _text_stream(binary, encoding)
     try:
         yield from csv.reader(stream, delimiter=delimiter)
@@ -173,12 +184,7 @@ def inspect_csv(source: Source, text_column: str | None = None, *,
     is kept, and gets an error). ``text_column`` defaults to ``text`` if present, else the
     first column.
     """
-    binary, owned = _open_binary(source)
-    try:
-        head = binary.read(SNIFF_BYTES)
-    finally:
-        if owned:
-            binary.close()
+    head = read_head(source)
     if not head.strip():
         raise ValidationError("the file is empty: it needs a header row and one row per text")
     if b"\x00" in head:

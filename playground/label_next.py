@@ -40,7 +40,14 @@ from sklearn.model_selection import StratifiedKFold
 
 from . import active
 from .active import UNKNOWN, ThresholdChoice
-from .bulk import CONFIDENCE_PREFIX, ERROR_COLUMN, inspect_csv, read_rows
+from .bulk import (
+    CONFIDENCE_PREFIX,
+    ERROR_COLUMN,
+    inspect_csv,
+    open_binary,
+    read_head,
+    read_rows,
+)
 from .classifier import MAX_FOLDS, FewShotClassifier, out_of_fold_logits
 from .data import escape_cell, examples_to_csv, unescape_cell
 from .embeddings import BASE_MODELS, DEFAULT_PRECISION, get_encoder
@@ -61,7 +68,6 @@ TEXT_SUFFIXES = (".txt", ".text")
 """Files read as one text per line; anything else is read as a CSV with a header row."""
 PROGRESS_ROWS = 10_000
 """Rows read between two progress reports."""
-SNIFF_BYTES = 64 * 1024
 EMBED_CHUNK = 512
 """Pool texts embedded per step, so progress moves and a long pool can report time left."""
 DEFAULT_TARGET_PRECISION = 0.9
@@ -174,21 +180,9 @@ def _data_rows(source: Any, layout) -> Iterable[list[str]]:
     return (row for row in rows if row)
 
 
-def _binary(source: Any) -> tuple[IO[bytes], bool]:
-    """An open binary stream at its start, and whether it is ours to close."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValidationError(f"pool file not found: {path}")
-        return path.open("rb"), True
-    if hasattr(source, "seek"):
-        source.seek(0)
-    return source, False
-
-
 def _text_lines(source: Any, encoding: str) -> Iterator[str]:
     """The lines of a text file (any newline convention), streamed."""
-    binary, owned = _binary(source)
+    binary, owned = open_binary(source, "pool file")
     stream = io.TextIOWrapper(binary, encoding=encoding, newline=None)
     try:
         for line in stream:
@@ -201,12 +195,7 @@ def _text_lines(source: Any, encoding: str) -> Iterator[str]:
 
 def _inspect_text(source: Any) -> tuple[str, int]:
     """Encoding (UTF-8, BOM allowed, else Windows-1252) and line count of a text file, read once, streamed."""
-    binary, owned = _binary(source)
-    try:
-        head = binary.read(SNIFF_BYTES)
-    finally:
-        if owned:
-            binary.close()
+    head = read_head(source, "pool file")
     if not head.strip():
         raise ValidationError("the pool file is empty: give one text per line")
     if b"\x00" in head:

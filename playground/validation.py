@@ -8,7 +8,6 @@ endpoint where it had one.
 from __future__ import annotations
 
 import math
-
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass

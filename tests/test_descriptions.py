@@ -21,7 +21,12 @@ from playground.data import DataFileError, examples_to_csv, read_examples_csv
 from playground.engine import classify
 from playground.export import all_snippets, request_body
 from playground.training import TrainingSettings, grid_key, tune
-from playground.validation import Example, ValidationError, grid_contents, label_descriptions
+from playground.validation import (
+    Example,
+    ValidationError,
+    grid_contents,
+    label_descriptions,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

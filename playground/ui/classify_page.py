@@ -16,9 +16,17 @@ import streamlit as st
 from playground import export
 from playground.active import UNKNOWN
 from playground.data import DataFileError, read_examples_csv
-from playground.embeddings import PRECISIONS, BASE_MODELS, ModelNotFoundError, is_loaded, resolve_precision
+from playground.embeddings import (
+    BASE_MODELS,
+    PRECISIONS,
+    ModelNotFoundError,
+    is_loaded,
+    resolve_precision,
+)
 from playground.engine import classify, load_folder, with_unknown
 from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
+from playground.presets import DEFAULT_PRESET, list_presets, load_preset
+from playground.store import list_models
 from playground.training import (
     KEEP_TUNED_GRIDS,
     TrainingCancelled,
@@ -28,8 +36,6 @@ from playground.training import (
     save_tuned,
     tune_grid,
 )
-from playground.presets import DEFAULT_PRESET, list_presets, load_preset
-from playground.store import list_models
 from playground.ui.evaluate_panel import render_evaluate
 from playground.ui.label_next_panel import render_label_next
 from playground.ui.widgets import problem_list, problems_of, show_notice, show_problems
