@@ -252,3 +252,23 @@ def test_bulk_page_review_queue_lists_the_least_sure_rows(small_encoder):
     grid = at.dataframe[1].value  # the review grid, under the preview
     assert list(grid["text"]) == [r.text for r in queue] and list(grid["label"]) == list(grid["prediction"])
     assert not grid["checked"].any()
+
+
+def test_bulk_page_unknown_answer_is_opt_in(small_encoder):
+    """With the threshold above every confidence, each row answers unknown; its confidences are kept."""
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parent.parent / "playground" / "ui" / "bulk_page.py"
+    at = AppTest.from_file(str(page), default_timeout=180).run()
+    at.radio(key="bulk_source").set_value("Paste").run()
+    at.text_area(key="bulk_paste").set_value("The package was damaged\nIt is fine I guess").run()
+    at.button(key="bulk_start").click().run()
+    plain = at.dataframe[0].value
+    assert "unknown" not in set(plain["prediction"])
+    at.checkbox(key="bulk_unknown").check().run()
+    at.slider(key="bulk_unknown_below").set_value(1.0).run()
+    at.button(key="bulk_start").click().run()
+    assert not at.exception and not at.error
+    frame = at.dataframe[0].value
+    assert list(frame["prediction"]) == ["unknown", "unknown"]
+    assert list(frame["confidence_negative"]) == list(plain["confidence_negative"])

@@ -126,6 +126,15 @@ if choice == CURRENT:
 else:
     model = choice
 
+with st.expander("Unknown answer (opt-in)", expanded=bool(st.session_state.get("bulk_unknown"))):
+    unknown_on = st.checkbox("Answer `unknown` below a confidence", key="bulk_unknown",
+                             help="Single-label rows the model is less sure of than this get the prediction "
+                                  "`unknown` (their confidences are kept). The Classify page can choose the "
+                                  "threshold from your examples for a target precision.")
+    unknown_at = st.slider("Threshold", 0.0, 1.0, value=st.session_state.get("classify_unknown_below", 0.5),
+                           step=0.01, key="bulk_unknown_below", disabled=not unknown_on)
+unknown_below = float(unknown_at) if unknown_on else None
+
 left, right = st.columns([1, 1])
 start = left.button("Classify all", type="primary", key="bulk_start")
 right.button("Stop", key="bulk_stop", on_click=on_stop)
@@ -143,7 +152,7 @@ if start:
 
     try:
         result = classify_file(path, work_dir() / OUTPUT_NAME, examples=examples, model=model, text_column=column,
-                               progress=show)
+                               progress=show, unknown_below=unknown_below)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         show_problems("Could not classify:", exc)
         st.stop()
