@@ -142,3 +142,20 @@ def test_classify_path_imports_no_sentence_transformers_nor_scikit_learn():
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_weights_read_tensor_by_tensor_are_the_files(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from playground.embeddings import read_safetensors
+
+    path = model_path("small") / "model.safetensors"
+    ours, theirs = read_safetensors(path, torch.float32), load_file(str(path))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert all(v.dtype == torch.bfloat16 for v in read_safetensors(path, torch.bfloat16).values() if v.is_floating_point())
+    cut = tmp_path / "model.safetensors"
+    cut.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match="truncated"):
+        read_safetensors(cut, torch.float32)
