@@ -234,9 +234,9 @@ def write_report(results: dict, out: Path) -> None:
                     "claim below is therefore a ratio measured within the same run and the same process "
                     "(raw encode vs bulk, fp32 vs bf16), which the shared load affects about equally.", ""]
     for rerun in results.get("reruns", []):
-        L[-1:-1] = [f"**Re-run {rerun['date']}** ({rerun.get('why', '')}): sections {', '.join(rerun['sections'])} "
-                    f"at commit {rerun.get('git_commit') or 'unknown'}, load average at start "
-                    f"{rerun.get('load_average_at_start')}; the other sections are from the run above.", ""]
+        L[-1:-1] = [(f"**Re-run {rerun['date']}** ({rerun.get('why', '')}): sections {', '.join(rerun['sections'])} "
+                     f"at commit {rerun.get('git_commit') or 'unknown'}, load average at start "
+                     f"{rerun.get('load_average_at_start')}; the other sections are from the run above."), ""]
 
     # Accuracy
     L += ["## Accuracy (SetFit few-shot protocol)", ""]
@@ -401,11 +401,11 @@ def write_report(results: dict, out: Path) -> None:
               f"{h['server_rss_mb']['idle_after_start']} MB, peak {h['server_rss_mb']['peak_hwm']} MB.", ""]
         d = h.get("default_arenas", {}).get("server_rss_mb")
         if d:
-            L += [f"The server caps glibc's malloc arenas at 2 (`playground.server.limit_malloc_arenas`). The same "
-                  f"load with glibc's default ({8 * (results['machine'].get('cores') or 1)} arenas, `MALLOC_ARENA_MAX` "
-                  f"set): idle {d['idle_after_start']} MB, peak {d['peak_hwm']} MB, "
-                  f"{h['default_arenas'].get('requests_per_s')} requests/s. Load average before / after: "
-                  f"{h.get('load')} capped, {h['default_arenas'].get('load')} default.", ""]
+            L += [(f"The server caps glibc's malloc arenas at 2 (`playground.server.limit_malloc_arenas`). The same "
+                   f"load with glibc's default ({8 * (results['machine'].get('cores') or 1)} arenas, `MALLOC_ARENA_MAX` "
+                   f"set): idle {d['idle_after_start']} MB, peak {d['peak_hwm']} MB, "
+                   f"{h['default_arenas'].get('requests_per_s')} requests/s. Load average before / after: "
+                   f"{h.get('load')} capped, {h['default_arenas'].get('load')} default."), ""]
 
     # Memory
     L += ["## Memory (peak RSS per section, own process)", "", "| section | peak RSS MB | seconds | status |",
