@@ -316,6 +316,6 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def run_python(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=python_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def run_python(args: list[str], *, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**python_env(), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)

@@ -388,6 +388,10 @@ def write_report(results: dict, out: Path) -> None:
                     "average above), so absolute times can be 1.5-3x slower than on an idle machine. Every speed "
                     "claim below is therefore a ratio measured within the same run and the same process "
                     "(raw encode vs bulk, fp32 vs bf16), which the shared load affects about equally.", ""]
+    for rerun in results.get("reruns", []):
+        L[-1:-1] = [(f"**Re-run {rerun['date']}** ({rerun.get('why', '')}): sections {', '.join(rerun['sections'])} "
+                     f"at commit {rerun.get('git_commit') or 'unknown'}, load average at start "
+                     f"{rerun.get('load_average_at_start')}; the other sections are from the run above."), ""]
 
     # Accuracy
     L += ["## Accuracy (SetFit few-shot protocol)", ""]
@@ -480,6 +484,20 @@ def write_report(results: dict, out: Path) -> None:
                   f"{r['uncached']['p50_ms']:.1f} ms, p95 {r['uncached']['p95_ms']:.1f} ms (default: "
                   f"{lat['rows'][0].get('torch_threads')} threads). When other processes share the cores, torch's "
                   "spinning worker threads can make small batches many times slower.", ""]
+    if _ok(lat) and lat.get("edits"):
+        L += ["### Edit one example, classify again", "",
+              ("The everyday path: one example of the guide's example edited (a new text), then `classify` again: "
+               "the other 9 examples and the 2 inputs come from the embedding cache, the new text is embedded and "
+               "the head refitted (logistic regression + out-of-fold temperature). *floor*: the raw "
+               "`SentenceTransformer.encode` of that one new text, same precision, timed right after each call in "
+               "the same process. Mark: path ≤ 1.5 × floor."), "",
+              "| model | precision | path p50 / p95 ms | floor p50 / p95 ms | path / floor (p50) | load avg before → after |",
+              "|---|---|---|---|---|---|"]
+        for r in lat["edits"]:
+            L.append(f"| {r['model']} | {r['precision']} | {r['path']['p50_ms']:.1f} / {r['path']['p95_ms']:.1f} | "
+                     f"{r['floor']['p50_ms']:.1f} / {r['floor']['p95_ms']:.1f} | {r['ratio_p50']:.2f}x | "
+                     f"{r['load'][0]} → {r['load'][-1]} |")
+        L.append("")
     cold = s.get("coldstart") or {}
     L += ["### Cold start (fresh process: import + model load + first result)", ""] + _section_note("coldstart", cold)
     if _ok(cold):
@@ -547,6 +565,13 @@ def write_report(results: dict, out: Path) -> None:
               f"requests/s**, p50 {h['latency_ms']['p50']} ms, p95 {h['latency_ms']['p95']} ms, {h['errors']} errors "
               f"of {h['requests']}; server start {h['server_startup_s']} s; server RSS idle "
               f"{h['server_rss_mb']['idle_after_start']} MB, peak {h['server_rss_mb']['peak_hwm']} MB.", ""]
+        d = h.get("default_arenas", {}).get("server_rss_mb")
+        if d:
+            L += [(f"The server caps glibc's malloc arenas at 2 (`playground.server.limit_malloc_arenas`). The same "
+                   f"load with glibc's default ({8 * (results['machine'].get('cores') or 1)} arenas, `MALLOC_ARENA_MAX` "
+                   f"set): idle {d['idle_after_start']} MB, peak {d['peak_hwm']} MB, "
+                   f"{h['default_arenas'].get('requests_per_s')} requests/s. Load average before / after: "
+                   f"{h.get('load')} capped, {h['default_arenas'].get('load')} default."), ""]
 
     # Memory
     L += ["## Memory (peak RSS per section, own process)", "", "| section | peak RSS MB | seconds | status |",
@@ -601,8 +626,16 @@ def _targets(results: dict, summary: dict) -> list[str]:
         for kind in ("cached", "uncached"):
             p50 = r[kind]["p50_ms"]
             out.append(_target(f"seed warm p50, {r['model']}, {kind}", f"≤ {goal} ms", f"{p50:.2f} ms", p50 <= goal,
-                               "" if p50 <= goal else f"{p50 - goal:.1f} ms over: the fit (6 logistic-regression fits "
-                               "for the out-of-fold temperature) and embedding 12 texts; shared CPU"))
+                               "" if p50 <= goal else f"{p50 - goal:.1f} ms over: embedding all 12 texts (both caches "
+                               "cleared on purpose; an edit embeds one, see the edit row); shared CPU"))
+    for r in (s.get("latency") or {}).get("edits", []):
+        if r["precision"] != _default_precision(results):
+            continue
+        ratio = r["ratio_p50"]
+        out.append(_target(f"edit one example, {r['model']}: path / one-text floor (p50)", "≤ 1.5x",
+                           f"{ratio:.2f}x ({r['path']['p50_ms']:.1f} / {r['floor']['p50_ms']:.1f} ms)", ratio <= 1.5,
+                           "" if ratio <= 1.5 else "the refit is ~2 ms; the rest is the one new text's encode, "
+                           "which swings with a shared CPU's load (p95 and load average in the edit table)"))
     for r in (s.get("throughput") or {}).get("rows", []):
         if r["model"] != "small":
             continue
@@ -615,7 +648,9 @@ def _targets(results: dict, summary: dict) -> list[str]:
                                r["overhead"] <= 0.10))
         if r.get("speedup_bulk_bf16_vs_raw_fp32"):
             sp = r["speedup_bulk_bf16_vs_raw_fp32"]
-            out.append(_target(f"bulk (auto) vs raw fp32 encode ({r['dataset']})", "≥ 1.8x", f"{sp:.2f}x", sp >= 1.8))
+            out.append(_target(f"bulk (auto) vs raw fp32 encode ({r['dataset']})", "≥ 1.8x", f"{sp:.2f}x", sp >= 1.8,
+                               "" if sp >= 1.8 else "bf16 matmuls on this CPU (raw bf16 / raw fp32 is "
+                               f"{(r.get('raw_bf16_per_s') or 0) / r['raw_fp32_per_s']:.2f}x in the same run)"))
     pa = summary.get("precision_accuracy", {})
     if "fp32" in pa and "bf16" in pa:
         diffs = [abs(pa["bf16"][n][d] - pa["fp32"][n][d]) for n in pa["fp32"] for d in pa["fp32"][n] if d in pa["bf16"].get(n, {})]
@@ -631,12 +666,18 @@ def _targets(results: dict, summary: dict) -> list[str]:
                            "behind", f"≥ 5 of {act['sets']} sets", f"{best}: {act['met'][best]}/{act['sets']}",
                            act["met"][best] >= min(5, act["sets"]),
                            "see the Label next table for the sets that miss"))
+    for r in (s.get("coldstart") or {}).get("rows", []):
+        if r.get("model") == "small" and r.get("precision") == _default_precision(results) and "wall_s" in r:
+            out.append(_target("cold start small, fresh process → first result", "≤ 4 s", f"{r['wall_s']} s",
+                               r["wall_s"] <= 4, "" if r["wall_s"] <= 4 else
+                               f"torch + transformers import and the weights ({r['load_s']} s of it) on a shared CPU"))
     h = s.get("http") or {}
     lat_rss = (s.get("latency") or {}).get("peak_rss_mb")
     if _ok(h):
         peak = h["server_rss_mb"]["peak_hwm"]
-        out.append(_target("RSS serving small (HTTP server peak)", "≤ 600 MB", f"{peak} MB", peak <= 600))
+        out.append(_target("RSS serving small (HTTP server peak)", "≤ 500 MB", f"{peak} MB", peak <= 500,
+                           "" if peak <= 500 else "torch's own libraries and the model; see the HTTP section"))
     elif lat_rss:
-        out.append(_target("RSS serving small (latency process peak)", "≤ 600 MB", f"{lat_rss} MB", None,
+        out.append(_target("RSS serving small (latency process peak)", "≤ 500 MB", f"{lat_rss} MB", None,
                            "proxy: the latency section loads small and large when both are measured"))
     return out

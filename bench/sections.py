@@ -334,8 +334,7 @@ def latency(cfg: dict) -> dict:
     """Warm p50/p95 of the guide's example: fitted-model cache hit, and cleared (fit + embed each call)."""
     import torch
 
-    from playground import classify
-    from playground import engine
+    from playground import classify, engine
     from playground.embeddings import get_encoder
     from playground.presets import load_preset
 
@@ -354,9 +353,39 @@ def latency(cfg: dict) -> dict:
             seconds.append(t.seconds)
         return seconds
 
+    def time_edits(model: str, precision: str) -> dict:
+        """Edit one example and classify again (the everyday path), interleaved with its floor: the raw
+        ``SentenceTransformer`` encoding that one new text, same precision, same process."""
+        from sentence_transformers import SentenceTransformer
+
+        from playground.embeddings import model_path
+
+        kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+        raw = SentenceTransformer(str(model_path(model)), device="cpu", model_kwargs=kwargs, local_files_only=True)
+        raw.encode(["warm up"], show_progress_bar=False)
+        classify(inputs, examples, model, precision=precision)  # loads the encoder and caches the seed texts
+        path_s, floor_s, loads = [], [], [_load()]
+        for i in range(cfg["latency_calls"]):
+            edited = list(examples)
+            edited[i % len(edited)] = type(edited[0])(f"{edited[i % len(edited)].text} (edit {i})",
+                                                      edited[i % len(edited)].label)
+            with Timer() as t:
+                classify(inputs, edited, model, precision=precision)
+            path_s.append(t.seconds)
+            with Timer() as t, torch.inference_mode():
+                raw.encode([f"{edited[i % len(edited)].text} [floor]"], show_progress_bar=False)
+            floor_s.append(t.seconds)
+        loads.append(_load())
+        del raw
+        path_p, floor_p = percentiles(path_s), percentiles(floor_s)
+        return {"model": model, "precision": precision, "torch_threads": torch.get_num_threads(), "path": path_p,
+                "floor": floor_p, "ratio_p50": round(path_p["p50_ms"] / floor_p["p50_ms"], 2), "load": loads}
+
     out = []
+    edits = []
     for model in cfg["latency_models"]:
         for precision in _precisions():
+            edits.append(time_edits(model, precision))
             first = classify(inputs, examples, model, precision=precision)
             cached = []
             for _ in range(cfg["latency_calls"]):
@@ -378,7 +407,7 @@ def latency(cfg: dict) -> dict:
                         "uncached": percentiles(time_uncached(model, precision))})
         finally:
             torch.set_num_threads(threads)
-    return {"rows": out}
+    return {"rows": out, "edits": edits}
 
 
 COLD_START = """
@@ -622,12 +651,22 @@ def http(cfg: dict) -> dict:
     script = ROOT / "bench" / "http_load.py"
     if not script.is_file():
         return {"status": "not run: bench/http_load.py is missing"}
-    proc = run_python(["-m", "bench.http_load", "--clients", str(cfg["http_clients"]), "--seconds", str(cfg["http_seconds"])],
-                      timeout=cfg["http_seconds"] + 300)
-    if proc.returncode != 0:
-        return {"status": f"failed: {(proc.stderr or proc.stdout)[-600:]}"}
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
-    result["load_seconds"] = result.pop("seconds")  # "seconds" is the whole section's time
+    def run(env: dict[str, str] | None = None) -> dict:
+        args = ["-m", "bench.http_load", "--clients", str(cfg["http_clients"]), "--seconds", str(cfg["http_seconds"])]
+        loads = [_load()]
+        proc = run_python(args, timeout=cfg["http_seconds"] + 300, env=env)
+        if proc.returncode != 0:
+            return {"status": f"failed: {(proc.stderr or proc.stdout)[-600:]}"}
+        result = json.loads(proc.stdout[proc.stdout.index("{"):])
+        result["load_seconds"] = result.pop("seconds")  # "seconds" is the whole section's time
+        result["load"] = loads + [_load()]
+        return result
+
+    result = run()
+    if "status" not in result:  # the same load with glibc's default arenas (8 per core), for the allocator's share
+        uncapped = run({"MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))})
+        result["default_arenas"] = {k: uncapped.get(k) for k in ("server_rss_mb", "requests_per_s", "latency_ms",
+                                                                  "load", "status") if k in uncapped}
     return result
 
 

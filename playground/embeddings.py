@@ -8,6 +8,7 @@ ever fetched from a hub: a missing folder is an error that names it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
-from .onnx_int8 import load_int8_body
+from .onnx_int8 import OnnxBody, load_int8_body
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 """Set once, here, before any Hugging Face library is imported: weights load from local folders only."""
@@ -171,6 +172,122 @@ def resolve_precision(precision: str = "auto") -> ResolvedPrecision:
     return precision  # type: ignore[return-value]
 
 
+STANDARD_MODULES = ("Transformer", "Pooling", "Normalize")
+"""The pipeline of both built-in models and of every body the tuning saves: ``TorchBody`` runs it."""
+
+
+def standard_pipeline(path: Path) -> tuple[Path, int | None] | None:
+    """``(transformer folder, max_seq_length)`` when the saved model is Transformer → mean Pooling (→ Normalize), else ``None``.
+
+    Both formats are read: the shipped models' (``max_seq_length`` in ``sentence_bert_config.json``)
+    and sentence-transformers 6's saves (``None``: the tokenizer's ``model_max_length``, as it reads
+    it). Anything else (other pooling, a Dense layer, lower-casing, another task) keeps the full
+    ``SentenceTransformer``.
+    """
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = [str(m["type"]).rsplit(".", 1)[-1] for m in modules]
+        if kinds not in (list(STANDARD_MODULES[:2]), list(STANDARD_MODULES)):
+            return None
+        body = path / modules[0]["path"]
+        pooling = json.loads((path / modules[1]["path"] / "config.json").read_text())
+        settings = json.loads((body / "sentence_bert_config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode") and v}
+    if modes not in ({"pooling_mode_mean_tokens": True}, {"pooling_mode": "mean"}) or pooling.get("include_prompt") is False:
+        return None
+    text = (settings.get("modality_config") or {}).get("text", {"method": "forward", "method_output_name": "last_hidden_state"})
+    if (settings.get("do_lower_case") or settings.get("transformer_task", "feature-extraction") != "feature-extraction"
+            or text != {"method": "forward", "method_output_name": "last_hidden_state"}):
+        return None
+    limit = settings.get("max_seq_length")
+    return body, (int(limit) if isinstance(limit, int) else None)
+
+
+class TorchBody:
+    """Transformer → mean pooling → L2 norm with ``transformers`` alone, as sentence-transformers computes it.
+
+    Importing sentence-transformers imports scikit-learn, SciPy, pandas and pyarrow (its ``util``
+    module): 170 MB and 1.5-3 s before the first result. The standard pipeline needs none of them.
+    Tokens are the same (pad to the longest, cut at ``max_seq_length``); pooling runs in float32.
+    """
+
+    def __init__(self, body: Path, max_seq_length: int | None, *, precision: ResolvedPrecision = "fp32") -> None:
+        import torch  # heavy: loads with the first fp32 / bf16 encoder, not with the package
+        from transformers import AutoTokenizer
+
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.model = _load_transformer(body, dtype).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(body), local_files_only=True)
+        self.max_seq_length = int(max_seq_length or self.tokenizer.model_max_length)
+        self.dimension = int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]):
+        return self.tokenizer(list(texts), padding=True, truncation="longest_first", max_length=self.max_seq_length,
+                              return_tensors="pt")
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """L2-normalised float32 embeddings; the longest texts batched together, as sentence-transformers does."""
+        import torch
+
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start:start + batch_size]
+                features = self.tokenize([texts[i] for i in rows])
+                hidden = self.model(**features).last_hidden_state.float()
+                mask = features["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                out[rows] = torch.nn.functional.normalize(pooled, dim=1).numpy()
+        return out
+
+
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path: Path, dtype) -> dict | None:
+    """The tensors of a ``.safetensors`` file read one at a time with plain reads, floats cast to ``dtype``.
+
+    Loading through the library maps the whole fp32 file while it builds the bf16 copy: 90 MB
+    (small) of file pages on top of the model at start-up, the server's peak. Read like this, the
+    extra is one fp32 tensor at a time. ``None`` for a dtype this reader does not know (bf16 files):
+    the caller loads through the library then.
+    """
+    import torch
+
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        header.pop("__metadata__", None)
+        if any(info["dtype"] not in SAFETENSORS_DTYPES for info in header.values()):
+            return None
+        out = {}
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            array = np.empty(info["shape"], dtype=SAFETENSORS_DTYPES[info["dtype"]])
+            f.seek(8 + size + start)
+            if f.readinto(memoryview(array.reshape(-1)).cast("B")) != end - start:
+                raise ValueError(f"{path} is truncated at tensor {name!r}")
+            tensor = torch.from_numpy(array)
+            out[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return out
+
+
+def _load_transformer(body: Path, dtype):
+    """The transformer of ``body`` in ``dtype``: from a single ``model.safetensors`` read tensor by tensor,
+    else (sharded or other weights) through ``AutoModel.from_pretrained``."""
+    from transformers import MODEL_MAPPING, AutoConfig, AutoModel
+
+    weights = body / "model.safetensors"
+    state = read_safetensors(weights, dtype) if weights.is_file() else None
+    if state is not None:
+        config = AutoConfig.from_pretrained(str(body), local_files_only=True)
+        return MODEL_MAPPING[type(config)].from_pretrained(None, config=config, state_dict=state, dtype=dtype)
+    return AutoModel.from_pretrained(str(body), local_files_only=True, dtype=dtype)
+
+
 class Encoder:
     """A sentence-transformers model with a per-text embedding cache.
 
@@ -189,28 +306,41 @@ class Encoder:
         self.path = path
         self.name = name or path.name
         self.precision = precision
-        self.model = None
-        """The ``SentenceTransformer`` for fp32 / bf16; ``None`` for int8, which runs ``self.body``."""
-        self.body = None
+        self._model = None
+        self.body: TorchBody | OnnxBody | None = None
+        """What encodes: ``TorchBody`` for the standard pipeline in fp32 / bf16, ``OnnxBody`` for int8,
+        ``None`` for other pipelines (the full ``SentenceTransformer``, ``self.model``)."""
+        standard = standard_pipeline(path)
         if precision == "int8":
             self.body = load_int8_body(path)
+        elif standard is not None:
+            self.body = TorchBody(*standard, precision=precision)
+        if self.body is not None:
             self.tokenizer = self.body.tokenizer
             self.max_tokens = self.body.max_seq_length
             self.dimension = self.body.dimension
         else:
-            import torch  # torch loads with the first fp32 / bf16 encoder, not with the package
-            from sentence_transformers import SentenceTransformer
-
-            kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
-            self.model = SentenceTransformer(str(path), device="cpu", model_kwargs=kwargs, local_files_only=True)
-            self.model.eval()
-            self.tokenizer = self.model.tokenizer
-            self.max_tokens = int(self.model.max_seq_length)
-            self.dimension = int(self.model.get_embedding_dimension())
+            model = self.model
+            self.tokenizer = model.tokenizer
+            self.max_tokens = int(model.max_seq_length)
+            self.dimension = int(model.get_embedding_dimension())
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
         self.cache_hits = 0
         self.cache_misses = 0
+
+    @property
+    def model(self):
+        """The ``SentenceTransformer`` of this folder and precision, loaded on first use (to save it as a
+        body, or for a pipeline ``TorchBody`` does not run); encoding never needs it otherwise."""
+        if self._model is None:
+            import torch  # heavy: only when the full sentence-transformers model is asked for
+            from sentence_transformers import SentenceTransformer
+
+            kwargs = {"dtype": torch.bfloat16} if self.precision == "bf16" else {}
+            model = SentenceTransformer(str(self.path), device="cpu", model_kwargs=kwargs, local_files_only=True)
+            self._model = model.eval()
+        return self._model
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -18,7 +18,6 @@ import numpy as np
 
 from .active import UNKNOWN
 from .classifier import FewShotClassifier, Head, make_head
-from .label_prior import LabelPriorClassifier, label_embedding_map, label_texts
 from .embeddings import (
     BASE_MODELS,
     DEFAULT_PRECISION,
@@ -133,6 +132,8 @@ class FewShotModel:
         X = embed_checked(self.encoder, texts, truncate=check_truncate(truncate), what="examples")
         y = [ex.label for ex in self.examples]
         if label_names:  # the names (and descriptions) as a prior, weighted out of fold (label_prior.py)
+            from .label_prior import LabelPriorClassifier, label_embedding_map, label_texts  # opt-in: needs SciPy
+
             labels = sorted(set(y))
             described = {k: v for k, v in (descriptions or {}).items() if k in labels and v.strip()}
             names = self.encoder.embed(label_texts(labels, described), truncate="END")

@@ -22,17 +22,23 @@ thresholds) and report micro- and macro-F1.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.model_selection import KFold, LeaveOneOut, StratifiedKFold
 
-from .classifier import FewShotClassifier, indicator, multi_label_out_of_fold, out_of_fold_logits
+from .classifier import (
+    FewShotClassifier,
+    indicator,
+    kfold_splits,
+    leave_one_out,
+    multi_label_out_of_fold,
+    out_of_fold_logits,
+    softmax,
+    stratified_folds,
+)
 from .data import MultiLabelExample
 from .embeddings import BASE_MODELS, get_encoder
 from .engine import embed_checked
@@ -275,13 +281,10 @@ def _splits(X: np.ndarray, y: np.ndarray | None, *, stratified: bool, random_sta
     """Leave-one-out up to ``loo_max`` examples (default ``LOO_MAX_EXAMPLES``), else (stratified) k-fold."""
     n = len(X)
     if n <= (LOO_MAX_EXAMPLES if loo_max is None else loo_max):
-        return list(LeaveOneOut().split(X)), "leave-one-out", n
-    if stratified:
-        splitter = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state)
-        with warnings.catch_warnings():  # "least populated class has only 2 members": fine, each still trains
-            warnings.simplefilter("ignore", UserWarning)
-            return list(splitter.split(X, y)), "stratified-k-fold", N_FOLDS
-    return list(KFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state).split(X)), "k-fold", N_FOLDS
+        return leave_one_out(n), "leave-one-out", n
+    if stratified:  # a label with fewer than N_FOLDS examples is simply missing from some folds' test rows
+        return stratified_folds(y, N_FOLDS, seed=random_state), "stratified-k-fold", N_FOLDS
+    return kfold_splits(n, N_FOLDS, seed=random_state), "k-fold", N_FOLDS
 
 
 def _label_metrics(labels: Sequence[str], scores: dict) -> tuple[LabelMetrics, ...]:

@@ -31,11 +31,9 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
-from .classifier import MAX_FOLDS, TEMPERATURE_PRIOR_SD, full_logit_weights, out_of_fold_logits
+from .classifier import MAX_FOLDS, TEMPERATURE_PRIOR_SD, fit_logistic, full_rows, out_of_fold_logits, stratified_folds
 
 TEMPLATES: tuple[str, ...] = ("{}", "This text is about {}.", "This is {}.")
 """Generic templates: no task wording (no "review", "news", "question"), so they fit any label set."""
@@ -252,8 +250,8 @@ class LabelPriorClassifier(ClassifierMixin, BaseEstimator):
         use_names = self.label_embeddings is not None and self.prior == "auto"
         P = prototypes(self.label_embeddings, classes, d) if use_names else None
 
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(X, targets)
-        self.coef_, self.intercept_ = full_logit_weights(lr)
+        full = fit_logistic(X, targets, k, C=self.C, max_iter=self.max_iter)
+        self.coef_, self.intercept_ = full_rows(full)
 
         self.prior_vectors_ = P
         self.prior_bias_ = np.zeros(k)
@@ -272,9 +270,8 @@ class LabelPriorClassifier(ClassifierMixin, BaseEstimator):
         self.evidence_: dict[str, float] = {}
         if counts.min() >= 2:
             # FewShotClassifier's folds and out-of-fold routine: the names are weighed on the same evidence
-            folds = StratifiedKFold(n_splits=min(MAX_FOLDS, int(counts.min())), shuffle=True, random_state=0)
-            oof = out_of_fold_logits(X, targets, np.arange(k), folds.split(X, targets), C=self.C,
-                                     max_iter=self.max_iter)
+            folds = stratified_folds(targets, min(MAX_FOLDS, int(counts.min())), seed=0)
+            oof = out_of_fold_logits(X, targets, np.arange(k), folds, C=self.C, max_iter=self.max_iter, start=full)
             self.scale_, weights, self.evidence_ = choose_weights(oof, sources, targets,
                                                                   weight_prior_sd=self.weight_sd)
             if sources is not None:

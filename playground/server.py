@@ -18,6 +18,7 @@ Settings (environment):
 
 from __future__ import annotations
 
+import ctypes
 import hmac
 import ipaddress
 import logging
@@ -48,6 +49,8 @@ MAX_BODY_ENV = "CLASSIFY_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
 """A refused body up to this size is read and dropped so the client gets the 413; past it, the socket is closed."""
+M_ARENA_MAX = -8
+"""glibc's mallopt parameter number for the arena limit (malloc.h)."""
 OPEN_PATHS = frozenset({"/health"})
 """Routes that answer without the API key (liveness probes carry no secrets)."""
 
@@ -501,9 +504,32 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
             f"Set {API_KEY_ENV} to require Authorization: Bearer <key>, or bind to 127.0.0.1")
 
 
+MALLOC_ARENAS = 2
+"""glibc malloc arenas for the serving process (``MALLOC_ARENA_MAX`` in the environment wins)."""
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before the request threads start; True when it was applied.
+
+    Each thread that allocates gets its own arena (up to 8 per core), and each keeps the memory its
+    requests freed: the thread pool's arenas were most of the server's growth under load
+    (docs/BENCHMARKS.md). ``MALLOC_ARENA_MAX`` is read only when a process starts, so the server sets
+    the same limit with ``mallopt`` instead. Not glibc (musl, macOS): nothing to do.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_ARENA_MAX, arenas))
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, *, precision: str = DEFAULT_PRECISION) -> None:
     """Run the API with uvicorn (one process; requests share one encoder per model)."""
     import uvicorn  # only when serving: tests build the app without it
+
+    limit_malloc_arenas()
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     app = create_app(precision=precision)

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from ._files import cache_dir, now_iso
-from .classifier import FewShotClassifier, Head, MultiLabelHead, indicator
+from .classifier import FewShotClassifier, Head, MultiLabelHead, indicator, kfold_splits, stratified_folds
 from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_examples_csv, read_multilabel_jsonl
 from .embeddings import BASE_MODELS, model_path
 from .metrics import multi_label_metrics, single_label_metrics
@@ -321,9 +320,7 @@ def fold_indices(data: TrainingData, folds: int, seed: int) -> list[tuple[np.nda
     keys = stratum_keys(data)
     smallest = min(Counter(keys).values())
     k = max(2, min(folds, smallest))
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed) if smallest >= 2 else \
-        KFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros(len(keys)), keys)]
+    return stratified_folds(np.asarray(keys), k, seed=seed) if smallest >= 2 else kfold_splits(len(keys), k, seed=seed)
 
 
 def subset(data: TrainingData, idx: Iterable[int]) -> TrainingData:

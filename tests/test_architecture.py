@@ -24,6 +24,8 @@ LAZY_ALLOWED = {
     "playground.server": "FastAPI and uvicorn: only `python -m playground serve` needs them",
     "playground.spark": "pyspark: optional, only `spark-classify` needs it",
     "playground.tuning": "torch: only a training needs it, not listing models, --help or classify's import",
+    "playground.label_prior": "SciPy and scikit-learn (165 MB, 1.5 s with pandas): only the opt-in label-name prior "
+                              "needs them, not a classify request or the server",
 }
 """Package modules that may be imported inside a function, and why (a heavy optional dependency)."""
 FRONT_ENDS = {"playground.cli", "playground.server", "playground.__main__"}

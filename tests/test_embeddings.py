@@ -90,3 +90,72 @@ def test_precision_can_be_configured_for_the_process(monkeypatch):
     monkeypatch.setenv("CLASSIFY_PRECISION", "fp8")
     with pytest.raises(ValueError, match="CLASSIFY_PRECISION must be one of auto, fp32, bf16, int8 - received 'fp8'"):
         resolve_precision("auto")
+
+
+@pytest.mark.parametrize("model", ["small", "large"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_lean_body_is_sentence_transformers(model, precision):
+    """TorchBody (transformers alone) gives sentence-transformers' tokens and embeddings."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from playground.embeddings import TorchBody
+
+    if precision == "bf16" and not bf16_supported():
+        pytest.fail("this CPU has no bf16 support; the bf16 path cannot be checked here")
+    encoder = get_encoder(model, precision=precision)
+    assert isinstance(encoder.body, TorchBody)
+    kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+    st = SentenceTransformer(str(model_path(model)), device="cpu", model_kwargs=kwargs, local_files_only=True)
+    texts = TEXTS + ["   leading and trailing spaces   ", "x " * 600]
+    for text in texts:
+        assert encoder.body.tokenize([text])["input_ids"][0].tolist() == st.preprocess([text])["input_ids"][0].tolist()
+    assert (encoder.max_tokens, encoder.dimension) == (st.max_seq_length, st.get_embedding_dimension())
+    with torch.inference_mode():
+        theirs = torch.nn.functional.normalize(st.encode(texts, convert_to_tensor=True).float(), dim=1).numpy()
+    ours = encoder.body.encode(texts, batch_size=3)
+    assert (ours * theirs).sum(axis=1).min() >= (0.99999 if precision == "fp32" else 0.999)
+
+
+def test_a_saved_body_runs_lean_and_other_pipelines_keep_sentence_transformers(tmp_path):
+    from playground.embeddings import Encoder, TorchBody, standard_pipeline
+
+    small = get_encoder("small", precision="fp32")
+    small.model.save(str(tmp_path / "body"))
+    assert standard_pipeline(tmp_path / "body") is not None
+    lean = Encoder(tmp_path / "body")
+    assert isinstance(lean.body, TorchBody) and (lean.max_tokens, lean.dimension) == (small.max_tokens, small.dimension)
+    assert (lean.embed(TEXTS) * small.embed(TEXTS)).sum(axis=1).min() >= 0.99999
+    pooling = tmp_path / "body" / "1_Pooling" / "config.json"
+    pooling.write_text(pooling.read_text().replace('"mean"', '"cls"'))
+    assert standard_pipeline(tmp_path / "body") is None
+    other = Encoder(tmp_path / "body")
+    assert other.body is None and other.embed(["hello"]).shape == (1, 384)
+
+
+def test_classify_path_imports_no_sentence_transformers_nor_scikit_learn():
+    code = ("import sys; from playground import classify; import playground.server; "
+            "classify(['late again'], [('late', 'n'), ('slow', 'n'), ('great', 'p'), ('fine', 'p')]); "
+            "print(sorted(m for m in ('sentence_transformers', 'sklearn', 'pandas', 'pyarrow', 'onnxruntime') "
+            "if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_weights_read_tensor_by_tensor_are_the_files(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from playground.embeddings import read_safetensors
+
+    path = model_path("small") / "model.safetensors"
+    ours, theirs = read_safetensors(path, torch.float32), load_file(str(path))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert all(v.dtype == torch.bfloat16 for v in read_safetensors(path, torch.bfloat16).values() if v.is_floating_point())
+    cut = tmp_path / "model.safetensors"
+    cut.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match="truncated"):
+        read_safetensors(cut, torch.float32)

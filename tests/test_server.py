@@ -327,3 +327,12 @@ def test_broken_custom_model_is_listed_and_refused_with_the_reason(client, tmp_p
     r = client.post("/v1/classify", json={"inputs": ["x"], "model": "half-saved"})
     assert r.status_code == 404
     assert "config.json" in r.json()["message"] and "not valid JSON" in r.json()["message"]
+
+
+def test_the_server_caps_malloc_arenas_unless_the_environment_does(monkeypatch):
+    from playground.server import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # glibc already read the user's setting at start-up
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is True  # glibc (this image): mallopt(M_ARENA_MAX, 2) accepted
