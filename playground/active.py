@@ -2,7 +2,7 @@
 
 Plain numpy / scipy / scikit-learn over vectors and probabilities the caller already has (the
 encoder's L2-normalised embeddings, the calibrated head's ``predict_proba``); nothing here
-loads a model or imports the rest of the package.
+loads a model or imports the rest of the package (but validation.py's ``UNKNOWN``).
 
 - ``uncertainty(proba, kind)``: how unsure the head is about each row, in [0, 1].
 - ``suggest(pool_vectors, pool_proba, k=...)``: the pool rows to label next, in the order to
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
-from scipy.special import xlogy
-from sklearn.cluster import KMeans
+
+from .validation import UNKNOWN
 
 UncertaintyKind = Literal["margin", "entropy", "least-confidence"]
 Strategy = Literal["uncertainty+diversity", "uncertainty", "random"]
@@ -47,7 +47,6 @@ DUPLICATE_SIMILARITY = 0.95
 CHUNK_ROWS = 8192
 """Rows per block when comparing pool rows with labelled examples (bounds memory at any pool size)."""
 PROBA_SUM_TOLERANCE = 1e-3
-UNKNOWN = "unknown"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,7 +126,9 @@ def uncertainty(proba: Any, kind: UncertaintyKind = "margin") -> np.ndarray:
         top2 = np.partition(proba, n_labels - 2, axis=1)[:, -2:]
         return np.clip(1.0 - (top2[:, 1] - top2[:, 0]), 0.0, 1.0)
     if kind == "entropy":
-        return np.clip(-xlogy(proba, proba).sum(axis=1) / np.log(n_labels), 0.0, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            plogp = np.where(proba > 0, proba * np.log(proba), 0.0)
+        return np.clip(-plogp.sum(axis=1) / np.log(n_labels), 0.0, 1.0)
     return np.clip((1.0 - proba.max(axis=1)) * n_labels / (n_labels - 1), 0.0, 1.0)
 
 
@@ -256,6 +257,8 @@ def suggest(pool_vectors: Any, pool_proba: Any, *, k: int = DEFAULT_BATCH, label
                                  repeats[np.lexsort((repeats, -scores[repeats]))][: k - cand.size]])
         return available[chosen]
     weights = stands_for * np.maximum(scores[cand], 1e-6) ** float(power)
+    from sklearn.cluster import KMeans  # scikit-learn only when suggesting: the CLI and server start without it
+
     km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1)), max_iter=100)
     labels = km.fit(cand_vectors, sample_weight=weights).labels_
     picks = []

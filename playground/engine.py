@@ -16,7 +16,6 @@ from typing import Any, overload
 
 import numpy as np
 
-from .active import UNKNOWN
 from .classifier import FewShotClassifier, Head, make_head
 from .embeddings import (
     BASE_MODELS,
@@ -30,6 +29,7 @@ from .embeddings import (
 from .store import BrokenModelError, ModelInfo, SavedModel, folder_stamp, model_folder, on_change, read_folder
 from .validation import (
     MAX_INPUTS,
+    UNKNOWN,
     ClassificationType,
     ExampleLike,
     ValidationError,

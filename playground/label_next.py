@@ -35,11 +35,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.model_selection import StratifiedKFold
 
 from . import active
-from .active import UNKNOWN, ThresholdChoice
+from .active import ThresholdChoice
 from .bulk import (
     CONFIDENCE_PREFIX,
     ERROR_COLUMN,
@@ -48,11 +46,12 @@ from .bulk import (
     read_head,
     read_rows,
 )
-from .classifier import MAX_FOLDS, FewShotClassifier, out_of_fold_logits
+from .classifier import MAX_FOLDS, FewShotClassifier, out_of_fold_logits, softmax, stratified_folds
 from .data import escape_cell, examples_to_csv, unescape_cell
 from .embeddings import BASE_MODELS, DEFAULT_PRECISION, get_encoder
 from .engine import embed_checked
 from .validation import (
+    UNKNOWN,
     Example,
     ExampleLike,
     ValidationError,
@@ -222,8 +221,8 @@ def out_of_fold_proba(X: np.ndarray, y: Sequence[str]) -> tuple[np.ndarray, np.n
     y_arr = np.asarray([str(v) for v in y], dtype=object)
     head = FewShotClassifier().fit(X, y_arr)
     counts = np.unique(y_arr, return_counts=True)[1]
-    folds = StratifiedKFold(n_splits=min(MAX_FOLDS, int(counts.min())), shuffle=True, random_state=0)
-    logits = out_of_fold_logits(np.asarray(X, dtype=np.float64), y_arr, head.classes_, folds.split(X, y_arr))
+    folds = stratified_folds(y_arr, min(MAX_FOLDS, int(counts.min())), seed=0)
+    logits = out_of_fold_logits(np.asarray(X, dtype=np.float64), y_arr, head.classes_, folds)
     return head.classes_, softmax(logits / head.temperature_, axis=1)
 
 

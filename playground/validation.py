@@ -20,6 +20,9 @@ MAX_EXAMPLES = 2500
 MIN_EXAMPLES_PER_LABEL = 2
 MIN_LABELS = 2
 
+UNKNOWN = "unknown"
+"""The opt-in answer below a confidence threshold (``classify(unknown_below=...)``); no label may be called so."""
+
 Truncate = Literal["NONE", "START", "END"]
 TRUNCATE_OPTIONS: tuple[str, ...] = get_args(Truncate)
 ClassificationType = Literal["single-label", "multi-label"]

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from playground import export
-from playground.active import UNKNOWN
+from playground.validation import UNKNOWN
 from playground.data import DataFileError, read_examples_csv
 from playground.embeddings import (
     BASE_MODELS,
