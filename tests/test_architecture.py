@@ -179,18 +179,3 @@ def test_pages_have_no_bare_conditional_expression():
                     bare.append(f"{module}:{node.lineno}")
     assert not bare, f"bare conditional expressions in pages: {bare}"
 
-
-def test_the_classify_path_starts_without_scikit_learn_scipy_or_pandas():
-    """The CLI (which starts the server), the server and the engine import none of them: 165 MB and 1.5 s that a
-    classify request does not need (issue #20's memory and cold-start marks). Run in a fresh interpreter."""
-    import os
-    import subprocess
-    import sys
-
-    heavy = ("sklearn", "scipy", "pandas", "pyarrow", "sentence_transformers", "onnxruntime")
-    code = ("import sys; import playground.cli, playground.server, playground.engine, playground.label_next; "
-            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]", run.stdout
