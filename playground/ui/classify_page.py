@@ -6,15 +6,13 @@ Widgets in, one call into the core, results out. Everything the user typed lives
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from playground import export
-from playground.validation import UNKNOWN
 from playground.data import DataFileError, read_examples_csv
 from playground.embeddings import (
     BASE_MODELS,
@@ -29,8 +27,6 @@ from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import list_models
 from playground.training import (
     KEEP_TUNED_GRIDS,
-    TrainingCancelled,
-    TrainingProgress,
     TunedModel,
     grid_key,
     save_tuned,
@@ -38,9 +34,18 @@ from playground.training import (
 )
 from playground.ui.evaluate_panel import render_evaluate
 from playground.ui.label_next_panel import render_label_next
-from playground.ui.widgets import problem_list, problems_of, show_notice, show_problems
+from playground.ui.widgets import (
+    BackgroundJob,
+    problem_list,
+    problems_of,
+    show_job_progress,
+    show_notice,
+    show_problems,
+    start_job,
+)
 from playground.validation import (
     MIN_EXAMPLES_PER_LABEL,
+    UNKNOWN,
     Example,
     ValidationError,
     check_examples,
@@ -114,39 +119,25 @@ def _grid_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     return rows
 
 
-@dataclass
-class TuneJob:
-    """One background tuning of the grid: written by its thread, read by the page."""
+@dataclass(kw_only=True)
+class TuneJob(BackgroundJob):
+    """One background tuning of the grid (``BackgroundJob``), and what it made."""
 
     key: str
     model: str
-    cancel: threading.Event = field(default_factory=threading.Event)
-    progress: TrainingProgress | None = None
     tuned: TunedModel | None = None
     folder: Path | None = None
-    error: str | None = None
-    done: bool = False
-
-
-def _tune(job: TuneJob, examples: list[Example], descriptions: dict[str, str]) -> None:
-    def progress(p: TrainingProgress) -> None:
-        job.progress = p
-
-    try:
-        job.tuned, job.folder = tune_grid(examples, job.model, descriptions=descriptions, progress=progress,
-                                          cancel=job.cancel)
-    except TrainingCancelled:
-        job.error = "Tuning cancelled; Classify uses the untuned model."
-    except (ValidationError, LookupError, ValueError, OSError) as exc:
-        job.error = problem_list("Could not tune:", problems_of(exc))
-    finally:
-        job.done = True
 
 
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
-    job = TuneJob(grid_key(examples, model, descriptions), model)
+    job = TuneJob(key=grid_key(examples, model, descriptions), model=model)
+
+    def work(progress, cancel) -> None:
+        job.tuned, job.folder = tune_grid(examples, model, descriptions=descriptions, progress=progress, cancel=cancel)
+
     st.session_state.classify_tune = job
-    threading.Thread(target=_tune, args=(job, examples, descriptions), name="tune-grid", daemon=True).start()
+    start_job(job, work, name="tune-grid", cancelled="Tuning cancelled; Classify uses the untuned model.",
+              failed="Could not tune:")
 
 
 def tuned_for(examples: list[Example], model: str, descriptions: dict[str, str]) -> TuneJob | None:
@@ -179,11 +170,7 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
     if job is None:
         return
     if not job.done:
-        p = job.progress
-        left = f" · about {p.seconds_left:.0f} s left" if p and p.seconds_left is not None else ""
-        st.progress(p.fraction if p else 0.0, text=(f"{p.elapsed:.0f} s{left} · {p.message}" if p else "Starting…"))
-        if st.button("Cancel tuning", key="classify_tune_cancel", disabled=job.cancel.is_set()):
-            job.cancel.set()
+        show_job_progress(job, cancel_label="Cancel tuning", cancel_key="classify_tune_cancel")
         return
     if job.error:
         st.error(job.error)

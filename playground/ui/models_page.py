@@ -9,9 +9,7 @@ model and the base encoder stay in this process's caches, and cancel is a plain 
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -20,39 +18,19 @@ from playground import store
 from playground.data import DataFileError, is_jsonl
 from playground.embeddings import BASE_MODELS
 from playground.metrics import headline_keys, scored_on
-from playground.store import TrainingBusyError, is_training
-from playground.training import TrainingCancelled, TrainingProgress, TrainingSettings, train
-from playground.ui.widgets import problem_list, problems_of, show_notice
+from playground.store import is_training
+from playground.training import TrainingSettings, train
+from playground.ui.widgets import BackgroundJob, show_job_progress, show_notice, start_job
 from playground.validation import ValidationError
 
 
-@dataclass
-class TrainingJob:
-    """One background training: written by its thread, read by the page."""
+@dataclass(kw_only=True)
+class TrainingJob(BackgroundJob):
+    """One background training (``BackgroundJob``), and the model it saved."""
 
     name: str
-    cancel: threading.Event = field(default_factory=threading.Event)
-    progress: TrainingProgress | None = None
     info: store.ModelInfo | None = None
-    error: str | None = None
-    done: bool = False
     announced: bool = False
-
-
-def _run(job: TrainingJob, data: bytes, multi_label: bool, base: str, validation: bytes | None,
-         settings: TrainingSettings, directory: Path) -> None:
-    def progress(p: TrainingProgress) -> None:
-        job.progress = p
-
-    try:
-        job.info = train(data, job.name, base_model=base, multi_label=multi_label, validation=validation,
-                         settings=settings, progress=progress, cancel=job.cancel, directory=directory)
-    except TrainingCancelled:
-        job.error = "Training cancelled; nothing was saved."
-    except (ValidationError, TrainingBusyError, LookupError, ValueError) as exc:
-        job.error = problem_list("Could not train:", problems_of(exc))
-    finally:
-        job.done = True
 
 
 def start_training(upload, name: str, base: str, validation, settings: TrainingSettings) -> None:
@@ -60,15 +38,17 @@ def start_training(upload, name: str, base: str, validation, settings: TrainingS
     if is_training():
         st.session_state.models_notice = ("error", "A training is already running: wait for it or cancel it.")
         return
-    multi_label = is_jsonl(upload.name)
-    job = TrainingJob(name)
-    thread = threading.Thread(
-        target=_run, name=f"train-{name}", daemon=True,
-        args=(job, upload.getvalue(), multi_label, base, validation.getvalue() if validation else None,
-              settings, store.models_dir()),
-    )
+    job = TrainingJob(name=name)
+    data, multi_label = upload.getvalue(), is_jsonl(upload.name)
+    valid, directory = (validation.getvalue() if validation else None), store.models_dir()
+
+    def work(progress, cancel) -> None:
+        job.info = train(data, name, base_model=base, multi_label=multi_label, validation=valid, settings=settings,
+                         progress=progress, cancel=cancel, directory=directory)
+
     st.session_state.models_job = job
-    thread.start()
+    start_job(job, work, name=f"train-{name}", cancelled="Training cancelled; nothing was saved.",
+              failed="Could not train:")
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
@@ -113,14 +93,7 @@ def training_status() -> None:
     if job is None:
         return
     if not job.done:
-        p = job.progress
-        if p is None:
-            st.progress(0.0, text="Starting…")
-        else:
-            left = f" · about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
-            st.progress(p.fraction, text=f"{p.elapsed:.0f} s{left} · {p.message}")
-        if st.button("Cancel training", key="models_cancel", disabled=job.cancel.is_set()):
-            job.cancel.set()
+        show_job_progress(job, cancel_label="Cancel training", cancel_key="models_cancel")
         return
     if not job.announced:  # once: rerun the whole page so the saved-models list shows the new model
         job.announced = True

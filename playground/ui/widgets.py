@@ -1,4 +1,4 @@
-"""What every page draws the same way: a kept notice, and a list of problems from the core.
+"""What every page draws the same way: a kept notice, a list of problems from the core, a background job.
 
 Each helper is a statement that draws, so a page never writes a bare ``st.a(...) if … else
 st.b(...)`` expression (Streamlit's magic would also ``st.write`` its return value).
@@ -6,10 +6,16 @@ st.b(...)`` expression (Streamlit's magic would also ``st.write`` its return val
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import streamlit as st
+
+from playground.store import TrainingBusyError
+from playground.training import TrainingCancelled, TrainingProgress
+from playground.validation import ValidationError
 
 NoticeKind = Literal["success", "info", "warning", "error"]
 Notice = tuple[NoticeKind, str]
@@ -37,3 +43,48 @@ def problem_list(title: str, problems: Sequence[str]) -> str:
 def show_problems(title: str, exc: BaseException) -> None:
     """``st.error`` with ``title`` and every problem of ``exc`` as a bullet ("Could not classify:\\n- …")."""
     st.error(problem_list(title, problems_of(exc)))
+
+
+@dataclass(kw_only=True)
+class BackgroundJob:
+    """Work on a thread (a tuning, a training): written by the thread, read by the page's fragment."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: TrainingProgress | None = None
+    error: str | None = None
+    done: bool = False
+
+
+def start_job(job: BackgroundJob, work: Callable[[Callable[[TrainingProgress], None], threading.Event], None], *,
+              name: str, cancelled: str, failed: str) -> None:
+    """Run ``work(progress, cancel)`` on a daemon thread; ``job.error`` says why it stopped, if it did.
+
+    ``cancelled`` is the message for a cancel, ``failed`` the title above the problems of a bad input.
+    """
+
+    def progress(p: TrainingProgress) -> None:
+        job.progress = p
+
+    def run() -> None:
+        try:
+            work(progress, job.cancel)
+        except TrainingCancelled:
+            job.error = cancelled
+        except (ValidationError, TrainingBusyError, LookupError, ValueError, OSError) as exc:
+            job.error = problem_list(failed, problems_of(exc))
+        finally:
+            job.done = True
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
+def show_job_progress(job: BackgroundJob, *, cancel_label: str, cancel_key: str) -> None:
+    """The progress bar with time left and the Cancel button of a running job."""
+    p = job.progress
+    if p is None:
+        st.progress(0.0, text="Starting…")
+    else:
+        left = f" · about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
+        st.progress(p.fraction, text=f"{p.elapsed:.0f} s{left} · {p.message}")
+    if st.button(cancel_label, key=cancel_key, disabled=job.cancel.is_set()):
+        job.cancel.set()

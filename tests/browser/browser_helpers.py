@@ -67,7 +67,7 @@ def grid_rows(page: Page) -> list[tuple[str, str]]:
         page.wait_for_timeout(150)
         before = len(seen)
         for index, cells in table_rows.evaluate_all(ROWS_JS):  # one snapshot: rows come and go
-            seen[int(index)] = tuple(cells[-2:])
+            seen[int(index)] = tuple(cells[-3:-1])  # text and label (the description column is last)
         unchanged = unchanged + 1 if len(seen) == before else 0
         if unchanged == 3:  # scrolled three times and nothing new: this was the bottom
             break
@@ -155,13 +155,15 @@ def selected_cell(page: Page) -> tuple[int, int]:
 def edit_cell(page: Page, column: int, row: int, value: str) -> None:
     """Type ``value`` into a cell (0-based column and data row) as a keyboard user would.
 
-    Click a visible cell of the column, walk to the row with the arrow keys (so page or grid
-    scrolling cannot make us hit the wrong row), Enter opens glide's overlay editor, fill, Enter.
+    Click a visible cell of the text column, walk right to the column and down to the row with the
+    arrow keys (so column widths and page or grid scrolling cannot make us hit the wrong cell),
+    Enter opens glide's overlay editor, fill, Enter.
     """
-    box = grid(page).bounding_box()
-    x = 200 if column == 0 else box["width"] - 100  # text column on the left, label on the right
-    grid(page).click(position={"x": x, "y": ROW_PX * 1.5})
-    expect(grid(page).locator(f"td[aria-selected='true'][aria-colindex='{column + 1}']")).to_have_count(1)
+    grid(page).click(position={"x": 200, "y": ROW_PX * 1.5})
+    expect(grid(page).locator("td[aria-selected='true'][aria-colindex='1']")).to_have_count(1)
+    for step in range(column):
+        page.keyboard.press("ArrowRight")
+        expect(grid(page).locator(f"td[aria-selected='true'][aria-colindex='{step + 2}']")).to_have_count(1)
     current = selected_cell(page)
     for _ in range(200):
         if current[1] == row:
