@@ -348,6 +348,21 @@ class Head(Protocol):
     def to_config(self) -> dict[str, Any]: ...
 
 
+def checked_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``X`` as float64 rows and ``y`` with its sorted classes, each row's class index and the class counts.
+
+    The heads' shared input check: 2-D ``X`` with one row per label, at least 2 classes.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be 2-D with one row per label: X {X.shape}, y {y.shape}")
+    classes, targets, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"y contains only one class: {str(classes[0])!r}; give at least 2 labels")
+    return X, y, classes, targets, counts
+
+
 class FewShotClassifier(EstimatorContract):
     """Logistic regression with a temperature fitted on out-of-fold predictions.
 
@@ -379,13 +394,7 @@ class FewShotClassifier(EstimatorContract):
             raise ValueError(f"C must be a positive number. But it was: {self.C!r}")
         if self.calibration not in ("temperature", "none"):
             raise ValueError(f"calibration must be 'temperature' or 'none'. But it was: {self.calibration!r}")
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(f"X must be 2-D with one row per label: X {X.shape}, y {y.shape}")
-        classes, targets, counts = np.unique(y, return_inverse=True, return_counts=True)
-        if len(classes) < 2:
-            raise ValueError(f"y contains only one class: {str(classes[0])!r}; give at least 2 labels")
+        X, y, classes, targets, counts = checked_xy(X, y)
         full = fit_logistic(X, targets, len(classes), C=self.C, max_iter=self.max_iter)
         self.classes_ = classes
         self.coef_, self.intercept_ = full_rows(full)

@@ -33,7 +33,15 @@ from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .classifier import MAX_FOLDS, TEMPERATURE_PRIOR_SD, fit_logistic, full_rows, out_of_fold_logits, stratified_folds
+from .classifier import (
+    MAX_FOLDS,
+    TEMPERATURE_PRIOR_SD,
+    checked_xy,
+    fit_logistic,
+    full_rows,
+    out_of_fold_logits,
+    stratified_folds,
+)
 
 TEMPLATES: tuple[str, ...] = ("{}", "This text is about {}.", "This is {}.")
 """Generic templates: no task wording (no "review", "news", "question"), so they fit any label set."""
@@ -237,13 +245,7 @@ class LabelPriorClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: Any) -> LabelPriorClassifier:
         self._validate()
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(f"X must be 2-D with one row per label: X {X.shape}, y {y.shape}")
-        classes, targets, counts = np.unique(y, return_inverse=True, return_counts=True)
-        if len(classes) < 2:
-            raise ValueError(f"y contains only one class: {str(classes[0])!r}; give at least 2 labels")
+        X, y, classes, targets, counts = checked_xy(X, y)
         k, d = len(classes), X.shape[1]
         self.classes_ = classes
         self.n_features_in_ = d
