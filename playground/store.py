@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import time
 import struct
 import threading
 import unicodedata
@@ -354,17 +355,22 @@ def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray]
     return ModelInfo.from_config(name, config)
 
 
-def remove_leftovers(directory: Path | None = None) -> list[str]:
+def remove_leftovers(directory: Path | None = None, *, older_than_s: float | None = None) -> list[str]:
     """Delete ``.tmp-*`` folders a killed save or delete left behind; return their names.
 
     They are never listed or loaded, only wasted disk. Called by ``train`` once it holds the
     training lock: saves run under that lock, so no live save is writing one at that moment.
+    Where saves run without a lock (the tuned-grid cache), ``older_than_s`` spares folders
+    modified more recently than that: a live save's.
     """
     directory = directory or models_dir()
     if not directory.is_dir():
         return []
     removed = []
+    now = time.time()
     for path in sorted(directory.glob(f"{TEMP_PREFIX}*")):
+        if older_than_s is not None and now - path.stat().st_mtime <= older_than_s:
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)

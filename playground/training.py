@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 import threading
 import time
 from collections import Counter
@@ -38,7 +37,6 @@ from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_
 from .embeddings import BASE_MODELS, model_path
 from .metrics import multi_label_metrics, single_label_metrics
 from .store import (
-    TEMP_PREFIX,
     ModelInfo,
     TrainingLock,
     delete_model,
@@ -760,8 +758,4 @@ def prune_tuned_grids(keep: int = KEEP_TUNED_GRIDS, *, directory: Path | None = 
         except (LookupError, OSError):  # another process pruned it first
             continue
         removed.append(folder.name)
-    for leftover in directory.glob(f"{TEMP_PREFIX}*"):
-        if leftover.is_dir() and time.time() - leftover.stat().st_mtime > LEFTOVER_AGE_S:
-            shutil.rmtree(leftover, ignore_errors=True)
-            removed.append(leftover.name)
-    return removed
+    return removed + remove_leftovers(directory, older_than_s=LEFTOVER_AGE_S)
