@@ -234,16 +234,22 @@ def test_bulk_page_pasted_texts(small_encoder):
     assert "Stopped" in at.warning[0].value
 
 
-def test_bulk_page_review_queue_lists_the_least_sure_rows(small_encoder):
+def bulk_page_classifying(pasted: str):
+    """The Bulk page (AppTest) after pasting ``pasted`` and pressing Classify all."""
     from streamlit.testing.v1 import AppTest
-
-    from playground.label_next import review_queue
 
     page = Path(__file__).resolve().parent.parent / "playground" / "ui" / "bulk_page.py"
     at = AppTest.from_file(str(page), default_timeout=180).run()
     at.radio(key="bulk_source").set_value("Paste").run()
-    at.text_area(key="bulk_paste").set_value("The package was damaged\nIt is fine I guess\nI love it").run()
+    at.text_area(key="bulk_paste").set_value(pasted).run()
     at.button(key="bulk_start").click().run()
+    return at
+
+
+def test_bulk_page_review_queue_lists_the_least_sure_rows(small_encoder):
+    from playground.label_next import review_queue
+
+    at = bulk_page_classifying("The package was damaged\nIt is fine I guess\nI love it")
     assert not at.exception and not at.error
     at.number_input(key="bulk_review_top").set_value(2).run()
     assert not at.exception and not at.error
@@ -256,13 +262,7 @@ def test_bulk_page_review_queue_lists_the_least_sure_rows(small_encoder):
 
 def test_bulk_page_unknown_answer_is_opt_in(small_encoder):
     """With the threshold above every confidence, each row answers unknown; its confidences are kept."""
-    from streamlit.testing.v1 import AppTest
-
-    page = Path(__file__).resolve().parent.parent / "playground" / "ui" / "bulk_page.py"
-    at = AppTest.from_file(str(page), default_timeout=180).run()
-    at.radio(key="bulk_source").set_value("Paste").run()
-    at.text_area(key="bulk_paste").set_value("The package was damaged\nIt is fine I guess").run()
-    at.button(key="bulk_start").click().run()
+    at = bulk_page_classifying("The package was damaged\nIt is fine I guess")
     plain = at.dataframe[0].value
     assert "unknown" not in set(plain["prediction"])
     at.checkbox(key="bulk_unknown").check().run()
