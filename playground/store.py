@@ -19,9 +19,9 @@ import json
 import os
 import re
 import shutil
-import time
 import struct
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
