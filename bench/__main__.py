@@ -41,8 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"), help="the Markdown report")
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="machine-readable results")
     p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTION_ORDER)}")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="override TrainingSettings.max_steps for the trained rows (default: the product's default)")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: write --out again from --json (the summary the docs and checks read included)")
+    p.add_argument("--merge", nargs="+", metavar="PART",
+                   help="run nothing: put the sections of these results files (runs of some sections, e.g. shards "
+                        "over --datasets) into --json, rows of one section from several parts joined, then --report")
+    p.add_argument("--why", default="", help="with --merge: a few words on why the sections were run again")
     p.add_argument("--datasets", default="", help="comma-separated single-label sets to use (default: every set found)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
@@ -50,6 +54,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop starting sections after this long (default 30 for full, none for --quick)")
     p.add_argument("--section-timeout", type=float, default=None, help="seconds per section (default 1800, quick 400)")
     return p.parse_args(argv)
+
+
+ROW_KEYS = ("method", "model", "precision", "dataset", "n", "seed", "alpha")
+
+
+def merge_results(target: Path, parts: list[Path], why: str) -> None:
+    """Put the sections of ``parts`` into ``target``: a section run in several parts (shards of the data sets)
+    gets all their rows (a row of the same method, model, set, N, seed and mix once); each merge is noted in
+    ``reruns`` with its parts' machine, commit and load, so the report says which rows came from when."""
+    results = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else None
+    merged: dict[str, dict] = {}
+    for part in parts:
+        data = json.loads(part.read_text(encoding="utf-8"))
+        if results is None:  # a new record: the first part's machine and plan head it
+            results = {"mode": data.get("mode", "merged"), "machine": data.get("machine", {}),
+                       "config": data.get("config", {}), "sections": {}}
+        for name, section in data.get("sections", {}).items():
+            if str(section.get("status", "ok")).startswith("not run"):
+                continue
+            if name not in merged:
+                merged[name] = {**section, "rows": list(section.get("rows", []))}
+                merged[name]["config"] = data.get("config", {})
+                merged[name]["machine"] = data.get("machine", {})
+                continue
+            seen = {tuple(r.get(k) for k in ROW_KEYS) for r in merged[name]["rows"]}
+            merged[name]["rows"] += [r for r in section.get("rows", []) if tuple(r.get(k) for k in ROW_KEYS) not in seen]
+    assert results is not None
+    for name, section in merged.items():
+        results["sections"][name] = section
+        results.setdefault("reruns", []).append({
+            "date": section["machine"].get("date"), "sections": [name], "why": why,
+            "git_commit": section["machine"].get("git_commit"), "parts": [str(p) for p in parts],
+            "load_average_at_start": section["machine"].get("load_average_at_start"),
+            "cpu_flags": section["machine"].get("cpu_flags")})
+    write_json(target, results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"--skip names unknown sections {unknown}; choose from {', '.join(SECTION_ORDER)}", file=sys.stderr)
         return 2
-    cfg = Config.make(str(data), quick=args.quick, skip=skip, max_steps=args.max_steps,
-                      latency_calls=args.latency_calls, extended=args.extended)
+    if args.merge:
+        merge_results(Path(args.json), [Path(p) for p in args.merge], args.why)
+    if args.merge or args.report:
+        results = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        write_report(results, Path(args.out))
+        write_json(args.json, results)
+        print(f"[bench] wrote {args.out} and {args.json} from {args.json}", file=sys.stderr)
+        return 0
+    cfg = Config.make(str(data), quick=args.quick, skip=skip, latency_calls=args.latency_calls, extended=args.extended)
     if args.datasets:
         wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
         missing = sorted(set(wanted) - set(cfg.datasets))

@@ -190,7 +190,7 @@ def _training_data(texts: list[str], labels: list[str]):
 def _settings(cfg: dict):
     from playground.training import TrainingSettings
 
-    return TrainingSettings(max_steps=cfg["max_steps"]) if cfg.get("max_steps") else TrainingSettings()
+    return TrainingSettings(steps=cfg.get("trained_steps"))
 
 
 def _load() -> float:
@@ -199,44 +199,27 @@ def _load() -> float:
 
 @section("trained")
 def trained(cfg: dict) -> dict:
-    """The product's tuning (``training.tune_body`` with its default time budget; no cross-validation, nothing
-    saved), then the product's head on the tuned embeddings; the instant head on the same samples beside it."""
-    from playground.training import embed_with, fit_head, load_base, tune_body
+    """The product's tuning against the untuned head on the same samples, every set, seed and model (issue #24):
+    ``bench.tuned_eval`` (the recipe's row and its WiSE-FT neighbours from one tuning each)."""
+    import torch
 
-    settings = _settings(cfg)
-    plans = [("small", n, s) for n, s in cfg["trained_small_runs"]]
-    if cfg["large"]:
-        plans += [("large", n, s) for n, s in cfg["trained_large_runs"]]
-    large_sets = set(cfg.get("trained_large_datasets") or cfg["trained_datasets"])
-    # N = 8, seed 0 first for every set and model (the targets), then the other runs; a section cut
-    # short by its timeout keeps what it finished (see _checkpoint).
-    plans.sort(key=lambda p: (p[1], p[2], p[0] == "large"))
-    sets = list(_sets(cfg, cfg["trained_datasets"]))
-    bases = {}
-    rows = []
-    for model, n, seed in plans:
-        for ds in sets:
-            if model == "large" and ds.name not in large_sets:
-                continue
-            idx = sample_per_label(ds.train_labels, n, seed)
-            data = _training_data([ds.train_texts[i] for i in idx], [ds.train_labels[i] for i in idx])
-            if model not in bases:
-                bases[model] = load_base(model)
-            body = copy.deepcopy(bases[model])
-            load_before = _load()
-            with Timer() as tune:
-                report = tune_body(body, data, settings.tuning())
-            load_after = _load()
-            with Timer() as head_t:
-                head = fit_head(data, embed_with(body, [e.text for e in data.examples]))
-            proba = head.predict_proba(embed_with(body, ds.test_texts))
-            rows.append(_row("trained", model, report.precision, ds, n, seed, head.classes_, proba, head_t.seconds,
-                             tune_seconds=round(tune.seconds, 1), n_train=len(idx), steps=report.steps,
-                             used_label_names=report.used_label_names, threads=report.threads,
-                             load_before=load_before, load_after=load_after))
-            del body
-            _checkpoint({"rows": rows, "settings": settings.to_dict()})
-    return {"rows": rows, "settings": settings.to_dict()}
+    from playground.tuning import RECIPES
+
+    from .tuned_eval import LONG_SETS, summarise, tuned_rows
+
+    torch.set_num_threads(cfg["trained_threads"] or torch.get_num_threads())
+    rows: list[dict] = []
+    models = [m for m in cfg["trained_models"] if m == "small" or cfg["large"]]
+    for model in models:
+        for name in cfg["trained_datasets"]:
+            cap = cfg["trained_long_test_cap"] if name in LONG_SETS else cfg["trained_test_cap"]
+            ds = load_single_label(cfg["data"], name, cap)
+            overrides = {"steps": cfg["trained_steps"]} if cfg.get("trained_steps") else None
+            tuned_rows(model, ds, cfg["trained_seeds"], cfg["trained_n"], cfg["trained_alphas"],
+                       on_row=lambda r: (rows.append(r), _checkpoint({"rows": rows})), settings_overrides=overrides)
+    recipes = {k: vars(v) for k, v in RECIPES.items()}
+    return {"rows": rows, "summary": summarise(rows), "recipes": recipes,
+            "torch_threads": torch.get_num_threads()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,6 +228,8 @@ def trained(cfg: dict) -> dict:
 
 @section("setfit")
 def setfit_peer(cfg: dict) -> dict:
+    """The ``setfit`` library on the tuned rows' samples and base models: ``TrainingArguments(num_epochs=1)``
+    (its pair sampling, batch 16, a logistic-regression head), ``max_steps`` capped (``setfit_max_steps``)."""
     try:
         import setfit
         from datasets import Dataset
@@ -253,30 +238,42 @@ def setfit_peer(cfg: dict) -> dict:
         return {"status": f"not run: setfit does not import with our pins ({type(exc).__name__}: {exc})", "rows": []}
     from playground.embeddings import model_path
 
+    from .tuned_eval import LONG_SETS
+
     threads = _threads_for_busy_machine()
     rows = []
+    n = cfg["trained_n"]
     for base in cfg["setfit_models"]:
-        for ds in _sets(cfg, cfg["setfit_datasets"]):
-            for n, seed in cfg["setfit_runs"]:
+        for name in cfg["setfit_datasets"]:
+            costly = name in cfg["setfit_costly_sets"]
+            seeds = (cfg["setfit_few_seeds"] if costly else cfg["setfit_seeds"]).get(base, [])
+            if not seeds:
+                continue
+            cap = cfg["trained_long_test_cap"] if name in LONG_SETS else cfg["trained_test_cap"]
+            ds = load_single_label(cfg["data"], name, cap)
+            for seed in seeds:
                 idx = sample_per_label(ds.train_labels, n, seed)
                 train = Dataset.from_dict({"text": [ds.train_texts[i] for i in idx],
                                            "label": [ds.train_labels[i] for i in idx]})
                 with tempfile.TemporaryDirectory(prefix="bench-setfit-") as out:
                     model = SetFitModel.from_pretrained(str(model_path(base)), local_files_only=True)
                     args = TrainingArguments(output_dir=out, save_strategy="no", report_to="none", seed=seed,
-                                             max_steps=cfg["setfit_max_steps"], show_progress_bar=False)
+                                             num_epochs=1, max_steps=cfg["setfit_max_steps"], show_progress_bar=False)
                     trainer = Trainer(model=model, args=args, train_dataset=train)
                     load = _load()
                     with Timer() as t:
-                        trainer.train()  # the step cap keeps a run to minutes; predicting is not timed
+                        trainer.train()  # predicting is not timed
+                    steps = int(getattr(trainer.state, "global_step", 0) or 0) if hasattr(trainer, "state") else None
                     proba = np.asarray(model.predict_proba(ds.test_texts, show_progress_bar=False), dtype=float)
                 classes = np.asarray(model.model_head.classes_)
                 rows.append(_row("setfit", base, "fp32", ds, n, seed, classes, proba, 0.0,
-                                 tune_seconds=round(t.seconds, 1), n_train=len(idx), load_before=load,
-                                 load_after=_load()))
+                                 tune_seconds=round(t.seconds, 1), n_train=len(idx), n_test=len(ds.test_texts),
+                                 steps=steps, load_before=load, load_after=_load()))
                 _checkpoint({"rows": rows, "version": setfit.__version__})
     return {"rows": rows, "version": setfit.__version__, "torch_threads": threads,
-            "settings": {"defaults": "setfit 1.2.0 TrainingArguments defaults", "max_steps": cfg["setfit_max_steps"]}}
+            "settings": {"arguments": "setfit 1.2.0 TrainingArguments(num_epochs=1) defaults otherwise",
+                         "max_steps": cfg["setfit_max_steps"], "seeds": cfg["setfit_seeds"],
+                         "few_seeds": cfg["setfit_few_seeds"], "costly_sets": cfg["setfit_costly_sets"]}}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def format_metrics(metrics: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``train FILE --name NAME [--multi-label] …``: progress on stderr, the model's info as JSON on stdout."""
-    overrides = {key: getattr(args, key) for key in ("time_budget_s", "max_steps", "use_label_names", "cv_folds")
+    overrides = {key: getattr(args, key) for key in ("time_budget_s", "steps", "use_label_names", "cv_folds", "keep")
                  if getattr(args, key, None) is not None}
     try:
         settings = TrainingSettings(**overrides)
@@ -153,6 +153,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
     print(format_metrics(info.metrics), file=sys.stderr)
+    guard = info.metrics.get("guard") or {}
+    if guard.get("message"):
+        print(guard["message"] + (" (Train again with --keep tuned to keep it.)" if guard.get("choice") == "untuned"
+                                  else ""), file=sys.stderr)
     _print_json(info.to_dict())
     return 0
 
@@ -286,9 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multi-label", action="store_true", help="the file is multi-label JSONL")
     p.add_argument("--base", default="small", choices=["small", "large"], help="base model (default: small)")
     p.add_argument("--validation", help="optional validation file to score on (else cross-validation)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="tuning steps (default: the recipe's 40); fixed before tuning, so a run repeats exactly")
     p.add_argument("--time-budget", dest="time_budget_s", type=float, default=None,
-                   help="seconds for tuning the encoder once (default: 20 small, 55 large)")
-    p.add_argument("--max-steps", type=int, default=None, help="upper bound on tuning steps (default 40)")
+                   help="optional cap in seconds: stop tuning early if the steps would not fit (the result then "
+                        "follows the machine's speed; default: no cap)")
+    p.add_argument("--keep", choices=["best", "tuned"], default=None,
+                   help="best (default): keep the untuned model when the honest scores say tuning did not help; "
+                        "tuned: keep the tuned one anyway")
     p.add_argument("--label-names", dest="use_label_names", choices=["auto", "always", "never"], default=None,
                    help="use the label names as extra examples (default auto: when cross-validation says they help)")
     p.add_argument("--cv-folds", type=int, default=None,

@@ -107,8 +107,15 @@ class TuneRequest(BaseModel):
     model: Literal["small", "large"] = Field(default="small", description="The base model to tune.")
     descriptions: dict[str, str] | None = Field(
         default=None, description="Optional: a few words per label, used with the label names while tuning.")
-    time_budget_s: float | None = Field(default=None, description="Seconds for tuning once (default 20 small, 55 large).")
+    steps: int | None = Field(default=None, description="Tuning steps (default: the recipe's 40; the same examples "
+                                                        "give the same model).")
+    time_budget_s: float | None = Field(default=None, description="Optional cap in seconds on tuning once (the step "
+                                                                "count then follows the machine's speed).")
     cv_folds: int | None = Field(default=None, description="Folds for the honest scores (default 3; 0 = none).")
+    keep: Literal["best", "tuned"] | None = Field(
+        default=None, description="best (default): when the honest scores say tuning did not help, the untuned model "
+                                  "is saved under the name (metrics.guard says so, with both scores); tuned: keep the "
+                                  "tuned one anyway.")
 
 
 class LabelConfidence(BaseModel):
@@ -436,8 +443,8 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
               responses={409: {"model": ErrorResponse, "description": "Another training is running: try again after it."}})
     def tune_endpoint(request: TuneRequest) -> ModelEntry | JSONResponse:
         """Tune a custom model on the examples and save it (an extension; blocks until saved, 409 while another runs)."""
-        overrides = {k: v for k, v in (("time_budget_s", request.time_budget_s), ("cv_folds", request.cv_folds))
-                     if v is not None}
+        overrides = {k: v for k, v in (("steps", request.steps), ("time_budget_s", request.time_budget_s),
+                                       ("cv_folds", request.cv_folds), ("keep", request.keep)) if v is not None}
         try:
             settings = TrainingSettings(**overrides)
         except ValueError as exc:

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -70,17 +70,23 @@ class TrainingCancelled(RuntimeError):
     """The user cancelled; nothing was saved."""
 
 
+KeepChoice = Literal["best", "tuned"]
+KEEP_CHOICES: tuple[str, ...] = get_args(KeepChoice)
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """How a custom model is trained; saved in the model's config.
 
     Parameters
     ----------
+    steps : int or None, default=None
+        Tuning steps (each on all examples, or on a label-stratified sample when they are many). None:
+        the recipe's (40; ``tuning.RECIPES``). Fixed before tuning starts: the same examples give the
+        same model on any machine, busy or not.
     time_budget_s : float or None, default=None
-        Wall seconds for tuning the encoder once (the step count follows from it). None: the
-        model's default (20 s small, 55 s large); cross-validation repeats the same steps per fold.
-    max_steps : int, default=40
-        Upper bound on the optimiser steps (each step sees every example).
+        Optional cap on the seconds of the final tuning: it stops early when the planned steps would not
+        fit, and the folds then use the same step count. The result then follows the machine's speed.
     use_label_names : {"auto", "always", "never"}, default="auto"
         Label names (and descriptions) as extra training texts; "auto" uses them only when they
         raise the out-of-fold accuracy on your examples.
@@ -91,23 +97,28 @@ class TrainingSettings:
         Tokens per text while tuning (longer texts are cut; classifying keeps the model's limit).
     seed : int, default=42
     num_threads : int or None, default=None
-        Torch threads while tuning (None: 1 for small batches, more when a CPU is idle).
+        Torch threads while tuning (None: the folds run side by side on the idle CPUs, one thread each).
+    keep : {"best", "tuned"}, default="best"
+        "best": when the honest scores say the tuned model is not better than the untuned one, the
+        untuned model is kept (and the reason said, with both scores). "tuned": keep the tuned one anyway.
 
-    >>> TrainingSettings(time_budget_s=10, cv_folds=0)
+    >>> TrainingSettings(steps=20, cv_folds=0)
     """
 
+    steps: int | None = None
     time_budget_s: float | None = None
-    max_steps: int = 40
     use_label_names: LabelNamesMode = "auto"
     cv_folds: int = 3
     max_seq_length: int = 128
     seed: int = 42
     num_threads: int | None = None
+    keep: KeepChoice = "best"
 
     def __post_init__(self) -> None:
+        if self.steps is not None:
+            check_int("steps", self.steps, 1, 100_000)
         if self.time_budget_s is not None:
             check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
-        check_int("max_steps", self.max_steps, 1, 100_000)
         if self.use_label_names not in LABEL_NAME_MODES:
             raise ValueError(f"use_label_names must be one of {', '.join(LABEL_NAME_MODES)}. "
                              f"But it was: {self.use_label_names!r}")
@@ -117,19 +128,18 @@ class TrainingSettings:
         check_int("seed", self.seed, 0, 2**32 - 1)
         if self.num_threads is not None:
             check_int("num_threads", self.num_threads, 1, 256)
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}. But it was: {self.keep!r}")
 
-    def tuning(self, *, steps: int | None = None) -> TuningSettings:
-        """The encoder tuning these settings ask for; ``steps`` fixes the step count (cross-validation folds)."""
+    def tuning(self, *, steps: int | None = None, threads: int | None = None) -> TuningSettings:
+        """The encoder tuning these settings ask for. ``steps`` fixes the step count and drops the time cap (the
+        folds of a capped run repeat the final tuning's count); ``threads`` overrides ``num_threads``."""
         from .tuning import TuningSettings  # heavy: tuning imports torch, which --help and listing never need
 
-        if steps is not None:
-            return TuningSettings(time_budget_s=None, max_steps=steps, min_steps=steps,
-                                  use_label_names=self.use_label_names, max_seq_length=self.max_seq_length,
-                                  seed=self.seed, threads=self.num_threads)
-        return TuningSettings(time_budget_s="auto" if self.time_budget_s is None else self.time_budget_s,
-                              max_steps=self.max_steps, min_steps=min(10, self.max_steps),
+        return TuningSettings(steps=steps if steps is not None else self.steps,
+                              time_budget_s=None if steps is not None else self.time_budget_s,
                               use_label_names=self.use_label_names, max_seq_length=self.max_seq_length,
-                              seed=self.seed, threads=self.num_threads)
+                              seed=self.seed, threads=threads or self.num_threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -390,21 +400,56 @@ def fit_head(data: TrainingData, X: np.ndarray) -> Head:
 
 @dataclass
 class TunedModel:
-    """A tuned encoder and its head, not saved yet. ``config`` is the saved model's config.
+    """A tuned encoder and its head, not saved yet, with the untuned model beside it.
 
-    ``train`` saves one by name; the Classify page keeps one per grid and saves it on request.
+    ``config["metrics"]["guard"]`` says which of the two the honest scores keep (``choice``: "tuned" or
+    "untuned", and why); ``chosen()`` is that pair, which ``train`` and ``save_tuned`` save, and
+    ``with_choice`` lets the user overrule it. ``train`` saves one by name; the Classify page keeps one per grid.
     """
 
     body: SentenceTransformer
     head: Head
     config: dict[str, Any]
+    base: SentenceTransformer | None = None
+    base_head: Head | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
         return self.config["metrics"]
 
+    @property
+    def guard(self) -> dict[str, Any]:
+        return self.metrics.get("guard") or {"choice": "tuned"}
+
+    @property
+    def choice(self) -> str:
+        return "untuned" if self.guard.get("choice") == "untuned" and self.base is not None else "tuned"
+
+    def chosen(self) -> tuple[SentenceTransformer, Head]:
+        """(encoder, head) of the model the guard keeps."""
+        if self.choice == "untuned":
+            return self.base, self.base_head  # type: ignore[return-value]
+        return self.body, self.head
+
+    def with_choice(self, choice: str) -> TunedModel:
+        """The same tuning, keeping ``choice`` ("tuned" or "untuned") whatever the scores said."""
+        if choice not in ("tuned", "untuned"):
+            raise ValueError(f"choice must be 'tuned' or 'untuned'. But it was: {choice!r}")
+        if choice == "untuned" and self.base is None:
+            raise ValueError("this tuning kept no untuned model to choose")
+        config = copy.deepcopy(self.config)
+        config["metrics"]["guard"] = {**self.guard, "choice": choice, "chosen_by": "user"}
+        return TunedModel(self.body, self.head, config, self.base, self.base_head)
+
+    def saved_config(self) -> dict[str, Any]:
+        """The config of the chosen model: its head, and "tuned": false when the untuned encoder is kept."""
+        head = self.chosen()[1]
+        return {**self.config, "head": head.to_config(), "labels": [str(c) for c in head.classes_],
+                "thresholds": head.thresholds if isinstance(head, MultiLabelHead) else {},
+                "tuned": self.choice == "tuned"}
+
     def write_body(self, path: Path) -> None:
-        self.body.save(str(path), safe_serialization=True)
+        self.chosen()[0].save(str(path), safe_serialization=True)
 
 
 def _predictions(head: Head, X: np.ndarray, labels: Sequence[str], multi_label: bool) -> np.ndarray:
@@ -418,10 +463,22 @@ def _predictions(head: Head, X: np.ndarray, labels: Sequence[str], multi_label: 
     return out
 
 
-def _scores(data: TrainingData, predicted: np.ndarray, labels: Sequence[str]) -> dict:
+def _scores(data: TrainingData, predicted: np.ndarray, labels: Sequence[str],
+            true_probability: np.ndarray | None = None) -> dict:
+    """The metrics; single-label ones also carry ``log_loss`` (mean -log p(true label)) when given the
+    probability each example's true label got, the guard's tie-breaker."""
     if data.multi_label:
         return multi_label_metrics(indicator(data.examples, labels), predicted, labels)
-    return single_label_metrics([e.label for e in data.examples], [str(p) for p in predicted], labels)
+    out = single_label_metrics([e.label for e in data.examples], [str(p) for p in predicted], labels)
+    if true_probability is not None:
+        out["log_loss"] = float(-np.log(np.clip(true_probability, 1e-12, 1.0)).mean())
+    return out
+
+
+def _true_probability(head: Head, X: np.ndarray, truth: Sequence[str]) -> np.ndarray:
+    classes = [str(c) for c in head.classes_]
+    P = head.predict_proba(X)
+    return np.asarray([P[i, classes.index(t)] if t in classes else 0.0 for i, t in enumerate(truth)])
 
 
 def _fit_fold_head(part: TrainingData, X: np.ndarray) -> tuple[Head | None, list[str]]:
@@ -462,36 +519,115 @@ def usable_folds(data: TrainingData, folds: int, seed: int) -> list[tuple[np.nda
                           "give a validation file, or set cv_folds=0 (no scores)")
 
 
-def cross_validate(base: SentenceTransformer, data: TrainingData, settings: TrainingSettings, steps: int, *,
-                   descriptions: dict[str, str] | None = None,
+@dataclass
+class _FoldResult:
+    test_idx: np.ndarray
+    tuned: np.ndarray
+    tuned_true_p: np.ndarray | None
+
+
+def _fold_job(base: SentenceTransformer, data: TrainingData, train_idx: np.ndarray, test_idx: np.ndarray,
+              settings: TrainingSettings, steps: int | None, descriptions: dict[str, str] | None,
+              on_step: Callable[[int, int, float], None], cancel: CancelFlag | None,
+              threads: int | None) -> _FoldResult:
+    """Tune a fresh copy of ``base`` without the fold ``test_idx`` and predict it."""
+    texts = [e.text for e in data.examples]
+    part = subset(data, train_idx)
+    body = copy.deepcopy(base)
+    tune_body(body, part, settings.tuning(steps=steps, threads=threads), descriptions=descriptions, cancel=cancel,
+              on_step=on_step)
+    fitted = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx]))
+    X_test = embed_with(body, [texts[i] for i in test_idx])
+    predicted = _fold_predictions(fitted, X_test, data.labels, data.multi_label)
+    true_p = None
+    if not data.multi_label and fitted[0] is not None:
+        true_p = _true_probability(fitted[0], X_test, [data.examples[i].label for i in test_idx])
+    return _FoldResult(test_idx, predicted, true_p)
+
+
+def baseline_scores(X_base: np.ndarray, data: TrainingData,
+                    folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The untuned head on the base encoder's embeddings, on the same folds: the guard's other side."""
+    labels = data.labels
+    shape = (len(data.examples), len(labels)) if data.multi_label else (len(data.examples),)
+    plain = np.zeros(shape, dtype=int) if data.multi_label else np.empty(shape, dtype=object)
+    true_p = np.zeros(len(data.examples))
+    for train_idx, test_idx in folds:
+        fitted = _fit_fold_head(subset(data, train_idx), X_base[train_idx])
+        plain[test_idx] = _fold_predictions(fitted, X_base[test_idx], labels, data.multi_label)
+        if not data.multi_label:
+            true_p[test_idx] = _true_probability(fitted[0], X_base[test_idx],
+                                                 [data.examples[i].label for i in test_idx])
+    return _scores(data, plain, labels, None if data.multi_label else true_p)
+
+
+def _tuned_scores(data: TrainingData, results: Sequence[_FoldResult]) -> dict:
+    labels = data.labels
+    shape = (len(data.examples), len(labels)) if data.multi_label else (len(data.examples),)
+    tuned = np.zeros(shape, dtype=int) if data.multi_label else np.empty(shape, dtype=object)
+    true_p = np.zeros(len(data.examples))
+    for r in results:
+        tuned[r.test_idx] = r.tuned
+        if r.tuned_true_p is not None:
+            true_p[r.test_idx] = r.tuned_true_p
+    return _scores(data, tuned, labels, None if data.multi_label else true_p)
+
+
+def cross_validate(base: SentenceTransformer, data: TrainingData, settings: TrainingSettings, steps: int | None = None,
+                   *, descriptions: dict[str, str] | None = None,
                    on_fold: Callable[[int, int, int, int], None] | None = None,
                    cancel: CancelFlag | None = None) -> tuple[dict, dict, int]:
-    """Out-of-fold scores of the tuned model and of the untuned head, on the same folds.
+    """Out-of-fold scores of the tuned model and of the untuned head, on the same folds, one fold after another.
 
-    Each fold tunes a fresh copy of ``base`` on the other folds for ``steps`` steps (the count the
-    final tuning used), fits the head, and predicts the held-out fold; the untuned baseline fits the
-    same head on the base encoder's embeddings. Returns (tuned scores, baseline scores, folds).
-    ``on_fold(fold, folds, step, steps)`` reports progress.
+    Each fold tunes a fresh copy of ``base`` on the other folds (``steps`` steps, default the plan's), fits the
+    head, and predicts the held-out fold. Returns (tuned scores, baseline scores, folds).
+    ``on_fold(fold, folds, step, steps)`` reports progress. (``tune`` runs the folds side by side with the final
+    tuning where CPUs are idle; this is the sequential form, for studies and tests.)
     """
-    labels = data.labels
-    texts = [e.text for e in data.examples]
-    X_base = embed_with(base, texts)
     folds = usable_folds(data, settings.cv_folds, settings.seed)
-    shape = (len(texts), len(labels)) if data.multi_label else (len(texts),)
-    tuned = np.zeros(shape, dtype=int) if data.multi_label else np.empty(shape, dtype=object)
-    plain = tuned.copy()
-    for k, (train_idx, test_idx) in enumerate(folds, start=1):
-        part = subset(data, train_idx)
-        body = copy.deepcopy(base)
-        tune_body(body, part, settings.tuning(steps=steps), descriptions=descriptions, cancel=cancel,
-                  on_step=None if on_fold is None else (lambda step, total, left, k=k: on_fold(k, len(folds), step, total)))
-        head = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx]))
-        tuned[test_idx] = _fold_predictions(head, embed_with(body, [texts[i] for i in test_idx]), labels,
-                                            data.multi_label)
-        base_head = _fit_fold_head(part, X_base[train_idx])
-        plain[test_idx] = _fold_predictions(base_head, X_base[test_idx], labels, data.multi_label)
-        del body
-    return _scores(data, tuned, labels), _scores(data, plain, labels), len(folds)
+    X_base = embed_with(base, [e.text for e in data.examples])
+    results = [
+        _fold_job(base, data, train_idx, test_idx, settings, steps, descriptions,
+                  (lambda step, total, left, k=k: on_fold(k, len(folds), step, total)) if on_fold else (lambda *a: None),
+                  cancel, settings.num_threads)
+        for k, (train_idx, test_idx) in enumerate(folds, start=1)
+    ]
+    return _tuned_scores(data, results), baseline_scores(X_base, data, folds), len(folds)
+
+
+GUARD_TOLERANCE = 1e-9
+
+
+def guard_decision(trained: dict, baseline: dict, keep: str, *, scored_on: str) -> dict[str, Any]:
+    """Keep the tuned model only when the honest scores say it is better than the untuned one.
+
+    Better: a higher accuracy (multi-label: micro-F1); at equal accuracy, a lower log-loss (surer of the right
+    labels). Otherwise the untuned model is kept, unless ``keep == "tuned"``. Returns a JSON-safe dict:
+    choice, chosen_by, metric, tuned, untuned (and the log-losses), message in plain words.
+    """
+    if not trained or not baseline:
+        return {"choice": "tuned", "chosen_by": "no scores", "metric": None, "tuned": None, "untuned": None,
+                "message": "Not scored (cross-validation was switched off), so the tuned model is used without a check "
+                           "against the untuned one."}
+    metric = "accuracy" if "accuracy" in trained else "micro_f1"
+    name = "accuracy" if metric == "accuracy" else "micro-F1"
+    t, u = float(trained[metric]), float(baseline[metric])
+    tl, ul = trained.get("log_loss"), baseline.get("log_loss")
+    tie = abs(t - u) <= GUARD_TOLERANCE
+    better = t > u + GUARD_TOLERANCE or (tie and tl is not None and ul is not None and tl < ul - GUARD_TOLERANCE)
+    scores = f"{scored_on} {name} {u:.0%} untuned, {t:.0%} tuned"
+    out = {"metric": metric, "tuned": t, "untuned": u, "tuned_log_loss": tl, "untuned_log_loss": ul}
+    if better:
+        why = (f"same {name} ({t:.0%}) but surer of the right labels (log-loss {tl:.2f} tuned vs {ul:.2f} untuned)"
+               if tie else f"{scored_on} {name} {u:.0%} untuned → {t:.0%} tuned")
+        return {**out, "choice": "tuned", "chosen_by": "scores",
+                "message": f"Tuning helped on your examples: {why}, so the tuned model is used."}
+    if keep == "tuned":
+        return {**out, "choice": "tuned", "chosen_by": "settings",
+                "message": f"Tuning did not beat the untuned model ({scores}); the tuned model is kept as asked."}
+    return {**out, "choice": "untuned", "chosen_by": "scores",
+            "message": f"Tuning did not beat the untuned model on your examples ({scores}), so the untuned model is "
+                       "kept. You can still choose the tuned one."}
 
 
 def tune(data: Any, *, base_model: str = "small", multi_label: bool | None = None, validation: Any = None,
@@ -562,9 +698,13 @@ def _checked_inputs(data: Any, base_model: str, multi_label: bool | None, valida
 
 
 def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelFlag | None) -> TunedModel:
+    """The final tuning on every example and, unless a validation file is scored, the cross-validation folds:
+    side by side on the idle CPUs when the tuning is deterministic in threads (no dropout, no time cap), else
+    one after another; then the head, the honest scores and the guard's choice."""
+    from .tuning import TuningSettings, idle_cpus, usable_cpus  # heavy: torch
+
     everything, valid, warnings = inputs.everything, inputs.valid, inputs.warnings
     base_model, settings, descriptions = inputs.base_model, inputs.settings, inputs.descriptions
-    folds = 0 if valid is not None else settings.cv_folds
     started = time.monotonic()
 
     def report(phase: str, step: int, total: int, left: float | None, message: str) -> None:
@@ -574,57 +714,100 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     n = len(everything.examples)
     report("checking", 0, 1, None, f"{n} examples, {len(everything.labels)} labels; loading the {base_model} model")
     base = load_base(base_model)
+    folds = [] if valid is not None or not settings.cv_folds else usable_folds(everything, settings.cv_folds,
+                                                                                 settings.seed)
+    plan = settings.tuning().resolved(base)  # type: ignore[union-attr]
+    in_threads = not plan.dropout and settings.time_budget_s is None and settings.num_threads is None
+    workers = max(1, min(1 + len(folds), usable_cpus(), int(idle_cpus() + 0.3))) if in_threads and folds else 1
+    threads = 1 if workers > 1 else settings.num_threads
+    stop = threading.Event()  # set when one job fails, so the others stop at their next step
+
+    def stopped() -> bool:
+        return stop.is_set() or _cancelled(cancel)
+
+    # progress: steps done over all jobs (the final tuning and the folds), paced by the steps done so far
+    steps_done: dict[int, tuple[int, int]] = {}
+    lock = threading.Lock()
+
+    def on_step(job: int, step: int, total: int, _left: float) -> None:
+        with lock:
+            steps_done[job] = (step, total)
+            done = sum(s for s, _ in steps_done.values())
+            planned = sum(t for _, t in steps_done.values()) + sum(
+                plan.steps for j in range(1 + len(folds)) if j not in steps_done)  # type: ignore[misc]
+            final_step, final_total = steps_done.get(0, (0, plan.steps))
+            cv_done = sum(s for j, (s, _) in steps_done.items() if j)
+            cv_planned = planned - final_total
+        left = (time.monotonic() - tune_started) / max(done, 1) * (planned - done)
+        if job == 0 or final_step < final_total:
+            alongside = f" ({len(folds)} folds for the scores alongside: step {cv_done}/{cv_planned})" if workers > 1 else ""
+            report("tuning", final_step, final_total, left,
+                   f"tuning the encoder on all {n} examples, step {final_step}/{final_total}{alongside}")
+        else:
+            report("cross-validating", cv_done, cv_planned, left,
+                   f"scoring on held-out examples: {len(folds)} folds, each tuned without its fold, "
+                   f"step {cv_done}/{cv_planned}")
+
+    X_base = embed_with(base, [e.text for e in everything.examples])
     body = copy.deepcopy(base)
+    tuning_report: list[TuningReport] = []
+
+    def final_job(job_threads: int | None) -> None:
+        tuning_report.append(tune_body(body, everything, settings.tuning(threads=job_threads), descriptions=descriptions,
+                                       on_step=lambda s, t, left: on_step(0, s, t, left), cancel=stopped))
+
+    def fold_job(k: int, train_idx: np.ndarray, test_idx: np.ndarray) -> Callable[[int | None], _FoldResult]:
+        def run(job_threads: int | None) -> _FoldResult:
+            steps = tuning_report[0].steps if workers == 1 and settings.time_budget_s is not None else None
+            return _fold_job(base, everything, train_idx, test_idx, settings, steps, descriptions,
+                             lambda s, t, left: on_step(k, s, t, left), stopped, job_threads)
+        return run
+
+    jobs: list[Callable[[int | None], Any]] = [final_job] + [fold_job(k, tr, te) for k, (tr, te)
+                                                               in enumerate(folds, start=1)]
     tune_started = time.monotonic()
-    cv_share = folds * (folds - 1) / folds if folds else 0.0  # each fold tunes on (k-1)/k of the texts
-
-    def on_step(step: int, total: int, left: float) -> None:
-        rest = left + cv_share * (time.monotonic() - tune_started + left)
-        report("tuning", step, total, rest, f"tuning the encoder on all {n} examples, step {step}/{total}")
-
-    tuning_report = tune_body(body, everything, settings.tuning(), descriptions=descriptions, on_step=on_step,
-                              cancel=cancel)
+    try:
+        results = _run_jobs(jobs, workers, threads, stop)
+    except TrainingCancelled:
+        raise TrainingCancelled("training cancelled: nothing was saved") from None
+    if _cancelled(cancel):
+        raise TrainingCancelled("training cancelled: nothing was saved")
+    fold_results = results[1:]
     tune_seconds = time.monotonic() - tune_started
+    tuned_report = tuning_report[0]
     texts = [e.text for e in everything.examples]
     head = fit_head(everything, embed_with(body, texts))
+    base_head = fit_head(everything, X_base)
     labels = everything.labels
     if valid is not None:
         v_texts = [e.text for e in valid.examples]
-        trained = _scores(valid, _predictions(head, embed_with(body, v_texts), labels, valid.multi_label), labels)
-        base_head = fit_head(everything, embed_with(base, texts))
-        baseline = _scores(valid, _predictions(base_head, embed_with(base, v_texts), labels, valid.multi_label), labels)
+        truth = None if valid.multi_label else [e.label for e in valid.examples]
+        X_valid, X_valid_base = embed_with(body, v_texts), embed_with(base, v_texts)
+        trained = _scores(valid, _predictions(head, X_valid, labels, valid.multi_label), labels,
+                          None if truth is None else _true_probability(head, X_valid, truth))
+        baseline = _scores(valid, _predictions(base_head, X_valid_base, labels, valid.multi_label), labels,
+                           None if truth is None else _true_probability(base_head, X_valid_base, truth))
         validation_info = {"source": "file", "file": valid.source, "n": len(valid.examples)}
+        scored_on = "held-out"
     elif folds:
-        cv_started = time.monotonic()
-        starts: dict[int, float] = {}
-
-        def on_fold(fold: int, k: int, step: int, total: int) -> None:
-            now = time.monotonic()
-            starts.setdefault(fold, now)
-            if fold > 1:  # measured: the finished folds' mean, set-up (copy, embedding, head) included
-                per_fold = (starts[fold] - cv_started) / (fold - 1)
-            else:  # before any fold finished: the final tuning's pace on (k-1)/k of the examples
-                per_fold = max(tune_seconds * (k - 1) / k, now - starts[fold])
-            current_left = max(0.0, per_fold - (now - starts[fold]))
-            report("cross-validating", fold, k, current_left + (k - fold) * per_fold,
-                   f"scoring on held-out examples: fold {fold}/{k}, step {step}/{total}")
-
-        trained, baseline, folds = cross_validate(base, everything, settings, tuning_report.steps,
-                                                  descriptions=descriptions, on_fold=on_fold, cancel=cancel)
-        validation_info = {"source": "cross-validation", "folds": folds, "n": n}
+        trained, baseline = _tuned_scores(everything, fold_results), baseline_scores(X_base, everything, folds)
+        validation_info = {"source": "cross-validation", "folds": len(folds), "n": n}
+        scored_on = "cross-validated"
     else:
         trained = baseline = {}
         validation_info = {"source": "none", "n": 0}
-    if _cancelled(cancel):
-        raise TrainingCancelled("training cancelled: nothing was saved")
+        scored_on = ""
+    guard = guard_decision(trained, baseline, settings.keep, scored_on=scored_on)
     metrics = {
         "validation": validation_info,
         "trained": trained,
         "baseline": baseline,
+        "guard": guard,
         "training_seconds": round(time.monotonic() - started, 1),
         "tuning_seconds": round(tune_seconds, 1),
-        "steps": tuning_report.steps,
-        "used_label_names": tuning_report.used_label_names,
+        "steps": tuned_report.steps,
+        "parallel_jobs": workers,
+        "used_label_names": tuned_report.used_label_names,
         "warnings": warnings,
     }
     config = {
@@ -638,12 +821,47 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
         "n_examples": n,
         "n_train": n,
         "created": now_iso(),
+        "tuned": True,
         "training": {**settings.to_dict(), "method": "tuned top layers over cached lower layers (playground.tuning) + head",
                      "source": everything.source, "descriptions": descriptions or {},
-                     "tuning": tuning_report.to_dict()},
+                     "tuning": tuned_report.to_dict(), "recipe": {k: v for k, v in plan.to_dict().items()
+                                                                  if k in TuningSettings.__dataclass_fields__}},
     }
-    report("done", 1, 1, 0.0, "tuned")
-    return TunedModel(body, head, config)
+    report("done", 1, 1, 0.0, guard["message"])
+    return TunedModel(body, head, config, base, base_head)
+
+
+def _run_jobs(jobs: Sequence[Callable[[int | None], Any]], workers: int, threads: int | None,
+              stop: threading.Event) -> list[Any]:
+    """Run ``jobs`` (each called with its torch thread count), ``workers`` at a time; results in order.
+
+    Side by side, each job gets one torch thread (torch's thread count is per process, so it is set once
+    here and put back after). The first failure stops the others at their next step and is raised.
+    """
+    if workers <= 1:
+        return [job(threads) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    def guarded(job: Callable[[int | None], Any]) -> Any:
+        try:
+            return job(1)
+        except BaseException:
+            stop.set()
+            raise
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tune-job") as pool:
+            futures = [pool.submit(guarded, job) for job in jobs]
+    finally:
+        torch.set_num_threads(old)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:  # the failure itself, not the cancellations it caused in the other jobs
+        raise next((e for e in errors if not isinstance(e, TrainingCancelled)), errors[0])
+    return [f.result() for f in futures]
 
 
 def save_tuned(tuned: TunedModel, name: str, *, directory: Path | None = None) -> ModelInfo:
@@ -654,8 +872,8 @@ def save_tuned(tuned: TunedModel, name: str, *, directory: Path | None = None) -
         raise ValidationError(f"a model named {name!r} already exists in {directory}: delete it or pick another name")
     with TrainingLock(directory, name):
         remove_leftovers(directory)  # temp folders of a save that was killed (kill -9, power cut)
-        return save_model(name, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
-                          directory=directory)
+        return save_model(name, config=tuned.saved_config(), head_arrays=tuned.chosen()[1].to_arrays(),
+                          write_body=tuned.write_body, directory=directory)
 
 
 def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool | None = None,
@@ -687,8 +905,8 @@ def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool 
         if progress is not None:
             progress(TrainingProgress("saving", 1, 1, tuned.metrics["training_seconds"], None,
                                       f"saving to {directory / name}"))
-        info = save_model(name, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
-                          directory=directory)
+        info = save_model(name, config=tuned.saved_config(), head_arrays=tuned.chosen()[1].to_arrays(),
+                          write_body=tuned.write_body, directory=directory)
         if progress is not None:
             progress(TrainingProgress("done", 1, 1, tuned.metrics["training_seconds"], 0.0, f"saved model {name!r}"))
     return info
@@ -722,8 +940,10 @@ def tune_grid(examples: Iterable[Any], base_model: str = "small", *, settings: T
     """``tune`` the grid's examples and keep the result as a model folder in the cache, keyed by ``grid_key``.
 
     Returns the tuned model (``save_tuned`` makes it a named custom model) and its cached folder, which
-    ``engine.load_folder`` classifies with. A grid tuned before is tuned again (settings may differ):
-    the old folder is replaced.
+    ``engine.load_folder`` classifies with. The folder always holds the tuned encoder and head, whatever the
+    guard chose (``tuned.choice``): the page answers with the untuned model when the guard kept it, and with
+    this folder when the tuned one is kept or the user picks it. A grid tuned before is tuned again (settings
+    may differ): the old folder is replaced.
     """
     examples = list(examples)
     key = grid_key(examples, base_model, descriptions)
@@ -733,8 +953,8 @@ def tune_grid(examples: Iterable[Any], base_model: str = "small", *, settings: T
     folder = directory / key
     if folder.exists():
         delete_model(key, directory)
-    save_model(key, config=tuned.config, head_arrays=tuned.head.to_arrays(), write_body=tuned.write_body,
-               directory=directory)
+    save_model(key, config=tuned.config, head_arrays=tuned.head.to_arrays(),  # the tuned pair, the guard's note kept
+               write_body=lambda path: tuned.body.save(str(path), safe_serialization=True), directory=directory)
     prune_tuned_grids(directory=directory)
     return tuned, folder
 

@@ -1,36 +1,37 @@
-"""Tune a sentence encoder on a few labelled examples in seconds (issue #18).
+"""Tune a sentence encoder on a few labelled examples in seconds (issues #18, #24).
 
-The method, in five steps:
+The method, in six steps:
 
 1. **Cache the frozen lower layers.** The bottom ``L - k`` transformer layers stay frozen, so their
    output for the training texts never changes: one forward pass (a forward pre-hook on layer
    ``L - k`` records its inputs: hidden states, attention mask, and for MPNet the relative position
    bias) is all they ever cost. Texts are sorted by length and cut into buckets, so padding stays small.
 2. **Label names, when they help.** Each label's name (and its description, when given) becomes
-   a few extra training texts ("This sentence is {label}.", ...). Names like ``joy`` / ``fear`` carry
-   meaning and help a lot; names like ``LABEL_1`` or ``ham`` do not and can hurt. With
-   ``use_label_names="auto"`` the choice is made on the user's own examples: a cross-validated
-   logistic regression on the frozen embeddings, with and without the label texts in each training
-   fold; the names are used only when they raise the out-of-fold accuracy (ties: when they lower the
-   out-of-fold log-loss). The evidence is returned in the report.
-3. **Train only the top k layers, full batch.** Every step runs every training text through the top
-   ``k`` layers (``k = min(6, L - 2)``: 6 of 12 for MPNet-base, 4 of 6 for MiniLM-L6) and the model's
-   own pooling, and takes a loss over *all* pairs: a balanced cosine-similarity MSE (SetFit's target:
-   same label -> 1, different -> 0; multi-label: the Jaccard overlap of the label sets) or a supervised
-   contrastive loss (SupCon). AdamW, linear warm-up then linear decay, gradient clipping, bf16
-   autocast where the CPU has native bf16.
-4. **Steps from a time budget.** The first steps are timed; the step count is then chosen so the
-   whole call ends within ``time_budget_s`` (between ``min_steps`` and ``max_steps``), and the
-   learning rate follows the step count (fewer steps, a larger rate). Progress reports carry a
-   time-left estimate from the measured seconds per step.
-5. **In place, safely.** The model is tuned in place. On cancel (``should_stop``) or on any error the
+   a few extra training texts ("This sentence is {label}.", ...). With ``use_label_names="auto"``
+   the choice is made on the user's own examples: a cross-validated logistic regression on the frozen
+   embeddings, with and without the label texts in each training fold. The evidence is in the report.
+3. **A plan fixed before the first step.** ``steps`` steps (40 by default), each on every text when
+   they fit in ``batch_tokens`` padded tokens, else on a label-stratified sample drawn from ``seed``
+   (two texts per label first, so each label in a batch has a positive pair). The plan depends only on
+   the examples, the model and the settings, never on the machine's speed or load: the same examples
+   give the same model (issue #24; the old time budget made the step count follow the load).
+4. **Train only the top k layers**, with a loss over all pairs of the batch: a balanced cosine-similarity
+   MSE (SetFit's target: same label -> 1, different -> 0; multi-label: the Jaccard overlap of the label
+   sets) or a supervised contrastive loss (SupCon). AdamW, linear warm-up then linear decay, gradient
+   clipping, bf16 autocast where the CPU has native bf16.
+5. **Stay close to the pretrained encoder (WiSE-FT).** The tuned layers end at
+   ``(1 - interpolation) * original + interpolation * tuned`` (Wortsman et al. 2022). The recipe's
+   values (``RECIPES``) were chosen on eleven public sets, five seeds each, small and large
+   (docs/TUNING_RECIPE.md): tuning at a modest rate and keeping part of the original weights never fell
+   far below the untuned model, where the earlier high-rate recipe did on sets it was not shaped on.
+6. **In place, safely.** The model is tuned in place. On cancel (``should_stop``) or on any error the
    original weights are put back before ``TuningCancelled`` (or the error) is raised, so the model is
    always usable; it is always left in eval mode with its ``requires_grad`` flags as they were.
 
 This module imports numpy, torch and sentence-transformers, and from the package only the shared
 types (``validation``) and the CPU's bf16 check (``embeddings``).
 
->>> report = tune_encoder(model, texts, labels, settings=TuningSettings(time_budget_s=20))
+>>> report = tune_encoder(model, texts, labels)
 >>> report.steps, report.seconds, report.used_label_names
 """
 
@@ -55,16 +56,36 @@ PrecisionName = Literal["auto", "bf16", "fp32"]
 
 LABEL_TEMPLATES: tuple[str, ...] = ("This sentence is {}.", "This text is about {}.", "{}")
 """Texts made from a label's name; ``{}`` is the name with ``_`` and ``-`` read as spaces."""
-MAX_DEFAULT_TOP_LAYERS = 6
-REFERENCE_STEPS = 40
-REFERENCE_LR = 3e-4
-"""The automatic learning rate: 3e-4 at 40 steps, ``3e-4 * (40 / steps) ** 0.75`` otherwise (5e-4 at 20)."""
 BUCKET_TOKENS = 4096
 """At most this many (padded) tokens per bucket of texts run together."""
-FORWARD_TO_STEP = 3.0
-"""A training step (forward, backward, update) takes about this many no-grad forward passes."""
 CHECK_COSINE = 0.999
 """The layer-by-layer path must give the model's own embeddings to this cosine, else the encoder is unsupported."""
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The defaults ``TuningSettings`` leaves to the model's size (chosen in docs/TUNING_RECIPE.md)."""
+
+    top_layers: int
+    learning_rate: float
+    steps: int
+    batch_tokens: int
+    interpolation: float
+    dropout: bool
+
+
+RECIPES: dict[str, Recipe] = {
+    "small": Recipe(top_layers=4, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=0.75,
+                    dropout=True),
+    "large": Recipe(top_layers=6, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=0.75,
+                    dropout=True),
+}
+"""``small``: encoders under 50M parameters (MiniLM-L6: 23M); ``large``: the rest (MPNet-base: 110M)."""
+
+
+def recipe_for(model: torch.nn.Module) -> Recipe:
+    return RECIPES["small" if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS else "large"]
 
 
 class TuningCancelled(RuntimeError):
@@ -91,15 +112,26 @@ class TuningSettings:
     Parameters
     ----------
     top_layers : int or None, default=None
-        Transformer layers tuned, counted from the top. None: ``min(6, L - 2)`` (at least 1), i.e.
-        6 of 12 for MPNet-base, 4 of 6 for MiniLM-L6.
+        Transformer layers tuned, counted from the top. None: the recipe's (4 of 6 for MiniLM-L6,
+        6 of 12 for MPNet-base; at most the model's layers).
     learning_rate : float or None, default=None
-        Peak AdamW rate. None: ``3e-4 * (40 / steps) ** 0.75``, from the step count the budget allows.
-    time_budget_s : float, "auto" or None, default="auto"
-        Wall seconds for the whole call (caching, label-name check, steps). "auto": 20 s for encoders
-        under 50M parameters (MiniLM-L6), 55 s for larger ones (MPNet-base). None: ``max_steps`` steps.
-    max_steps, min_steps : int, default 40 and 10
-        Bounds on the step count; ``min_steps`` wins over the budget.
+        Peak AdamW rate. None: the recipe's (``RECIPES``).
+    steps : int or None, default=None
+        Optimiser steps. None: the recipe's (40). Fixed before the first step: the result does not
+        depend on the machine's speed.
+    batch_tokens : int or None, default=None
+        Padded tokens per step. When the examples (and label texts) fit, every step sees all of them;
+        else each step takes a label-stratified sample that fits. None: the recipe's (1,024).
+    interpolation : float or None, default=None
+        WiSE-FT weight of the tuned layers in ``(0, 1]``: they end at ``(1 - w) * original + w * tuned``.
+        1 keeps the tuned weights as trained. None: the recipe's.
+    dropout : bool or None, default=None
+        The model's dropout while tuning. Without it a tuning draws no random numbers but its batch plan's,
+        so tunings can run side by side in threads and still repeat exactly. None: the recipe's.
+    time_budget_s : float or None, default=None
+        Optional cap on wall seconds: tuning stops early (with a linear decay to that point) when the
+        measured pace says the planned steps would not fit. The step count then follows the machine's
+        load, so the same examples may give different models; None (the default) never stops early.
     loss : {"cosine", "supcon"}, default="cosine"
         Balanced all-pairs cosine MSE (targets 1 / 0, multi-label: Jaccard) or supervised contrastive.
     temperature : float, default=0.07
@@ -111,17 +143,20 @@ class TuningSettings:
     max_seq_length : int or None, default=128
         Tokens per text while tuning (None: the model's limit). Encoding later keeps the model's limit.
     seed : int, default=0
+        Dropout and the batch samples.
     threads : int or None, default=None
-        Torch threads while tuning. None: 1 for small batches, else up to 2 (never above the CPU count).
+        Torch threads while tuning. None: 1 for small batches, else up to the idle CPUs. Speed only.
     precision : {"auto", "bf16", "fp32"}, default="auto"
         bf16 autocast for the tuned layers; "auto" uses it where the CPU has native bf16.
     """
 
     top_layers: int | None = None
     learning_rate: float | None = None
-    time_budget_s: float | Literal["auto"] | None = "auto"
-    max_steps: int = 40
-    min_steps: int = 10
+    steps: int | None = None
+    batch_tokens: int | None = None
+    interpolation: float | None = None
+    dropout: bool | None = None
+    time_budget_s: float | None = None
     loss: LossName = "cosine"
     temperature: float = 0.07
     use_label_names: LabelNamesMode = "auto"
@@ -137,12 +172,16 @@ class TuningSettings:
             check_int("top_layers", self.top_layers, 1, 1000)
         if self.learning_rate is not None:
             check_float("learning_rate", self.learning_rate, 0.0, 0.1)
-        if self.time_budget_s is not None and self.time_budget_s != "auto":
+        if self.steps is not None:
+            check_int("steps", self.steps, 1, 100_000)
+        if self.batch_tokens is not None:
+            check_int("batch_tokens", self.batch_tokens, 16, 1_000_000)
+        if self.interpolation is not None:
+            check_float("interpolation", self.interpolation, 0.0, 1.0)
+        if self.dropout is not None and not isinstance(self.dropout, bool):
+            raise ValueError(f"dropout must be True, False or None. But it was: {self.dropout!r}")
+        if self.time_budget_s is not None:
             check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
-        check_int("max_steps", self.max_steps, 1, 100_000)
-        check_int("min_steps", self.min_steps, 1, 100_000)
-        if self.min_steps > self.max_steps:
-            raise ValueError(f"min_steps must be at most max_steps ({self.max_steps}). But it was: {self.min_steps!r}")
         _check_choice("loss", self.loss, get_args(LossName))
         check_float("temperature", self.temperature, 0.0, 10.0)
         _check_choice("use_label_names", self.use_label_names, get_args(LabelNamesMode))
@@ -158,6 +197,20 @@ class TuningSettings:
         if self.threads is not None:
             check_int("threads", self.threads, 1, 256)
         _check_choice("precision", self.precision, get_args(PrecisionName))
+
+    def resolved(self, model: torch.nn.Module) -> TuningSettings:
+        """These settings with every None the recipe fills in for ``model`` (``RECIPES``) filled in."""
+        recipe = recipe_for(model)
+        layers = len(encoder_layers(model))  # type: ignore[arg-type]
+        return TuningSettings(**{
+            **self.to_dict(),
+            "top_layers": self.top_layers if self.top_layers is not None else min(recipe.top_layers, layers),
+            "learning_rate": self.learning_rate if self.learning_rate is not None else recipe.learning_rate,
+            "steps": self.steps if self.steps is not None else recipe.steps,
+            "batch_tokens": self.batch_tokens if self.batch_tokens is not None else recipe.batch_tokens,
+            "interpolation": self.interpolation if self.interpolation is not None else recipe.interpolation,
+            "dropout": self.dropout if self.dropout is not None else recipe.dropout,
+        })
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,14 +270,18 @@ class TuningReport:
 
     steps: int
     planned_steps: int
-    stopped_by: str  # "max_steps" | "time_budget" | "min_steps"
+    stopped_by: str  # "steps" (the plan ran to its end) | "time_budget" (the optional cap stopped it early)
     seconds: float
     seconds_preparing: float
     seconds_per_step: float
-    seconds_per_step_guess: float
     top_layers: int
     total_layers: int
     learning_rate: float
+    batch_tokens: int
+    tokens_per_step: float
+    sampled_batches: bool
+    interpolation: float
+    dropout: bool
     threads: int
     precision: str
     loss_name: str
@@ -274,15 +331,6 @@ def encoder_layers(model: SentenceTransformer) -> torch.nn.ModuleList:
     raise UnsupportedEncoderError(f"cannot find the layer stack of {type(auto).__name__}")
 
 
-def default_top_layers(total_layers: int) -> int:
-    """``min(6, L - 2)``, at least 1: the two lowest layers always stay frozen, at most 6 are tuned."""
-    return max(1, min(MAX_DEFAULT_TOP_LAYERS, total_layers - 2))
-
-
-class _Stop(Exception):
-    pass
-
-
 def _detach(x: Any) -> Any:
     if torch.is_tensor(x):
         return x.detach().clone()
@@ -297,6 +345,27 @@ class _Bucket:
     args: tuple
     kwargs: dict
     mask: torch.Tensor  # (B, T) attention mask, for pooling
+
+    @property
+    def width(self) -> int:
+        """Padded tokens per text in this bucket."""
+        return int(self.mask.shape[1])
+
+    def take(self, positions: np.ndarray) -> _Bucket:
+        """The bucket cut to the texts at ``positions`` (indices into ``rows``): every cached tensor whose
+        first dimension is the bucket's batch is cut along it; the rest (shared biases) is kept."""
+        size = len(self.rows)
+        index = torch.as_tensor(positions)
+
+        def cut(x: Any) -> Any:
+            if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == size:
+                return x[index]
+            if isinstance(x, tuple):
+                return tuple(cut(v) for v in x)
+            return x
+
+        return _Bucket(self.rows[positions], tuple(cut(a) for a in self.args),
+                       {k: cut(v) for k, v in self.kwargs.items()}, self.mask[index])
 
 
 def _as_float(x: Any) -> Any:
@@ -631,23 +700,55 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields), fields[3] + fields[4]
 
 
-SMALL_MODEL_PARAMS = 50_000_000
-
-
-def auto_time_budget(model: torch.nn.Module) -> float:
-    """20 s for encoders under 50M parameters (MiniLM-L6: 23M), 55 s for larger ones (MPNet-base: 110M)."""
-    return 20.0 if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS else 55.0
-
-
-def auto_learning_rate(steps: int) -> float:
-    return float(min(1e-3, max(1e-4, REFERENCE_LR * (REFERENCE_STEPS / max(1, steps)) ** 0.75)))
-
-
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (step is 0-based)."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def plan_batches(widths: Sequence[int], sets: Sequence[frozenset[str]], steps: int, batch_tokens: int,
+                 seed: int) -> list[np.ndarray] | None:
+    """The texts of every step, fixed before the first one: ``None`` when all texts fit in ``batch_tokens``
+    padded tokens (every step takes them all), else one label-stratified sample per step.
+
+    A sample takes two texts of each label in a shuffled label order, then one more of each in turn,
+    while they fit; a label's texts are drawn without replacement until all were seen. Only
+    ``widths`` (padded tokens per text), the labels, ``steps`` and ``seed`` decide it.
+    """
+    widths = np.asarray(widths, dtype=int)
+    if int(widths.sum()) <= batch_tokens:
+        return None
+    rng = np.random.default_rng(seed)
+    by_key: dict[str, list[int]] = {}
+    for i, labels in enumerate(sets):
+        by_key.setdefault(min(labels) if labels else "", []).append(i)
+    keys = sorted(by_key)
+    queues: dict[str, list[int]] = {k: [] for k in keys}
+    out = []
+    for _ in range(steps):
+        order = [keys[i] for i in rng.permutation(len(keys))]
+        pending = {k: (queues[k] if queues[k] else list(rng.permutation(by_key[k]))) for k in order}
+        chosen: list[int] = []
+        used = 0
+        for round_ in range(1 + max(len(v) for v in by_key.values())):
+            added = False
+            for k in order:
+                for _ in range(2 if round_ == 0 else 1):
+                    if pending[k] and used + widths[pending[k][-1]] <= batch_tokens:
+                        i = int(pending[k].pop())
+                        chosen.append(i)
+                        used += int(widths[i])
+                        added = True
+            if not added:
+                break
+        if not chosen:  # one text alone is wider than the budget: take the narrowest of a label
+            k = order[0]
+            i = int(min(by_key[k], key=lambda j: widths[j]))
+            chosen, pending[k] = [i], [j for j in pending[k] if j != i]
+        queues.update(pending)
+        out.append(np.sort(np.asarray(chosen)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -700,7 +801,8 @@ def tune_encoder(
 
     layers = encoder_layers(model)
     total_layers = len(layers)
-    k = settings.top_layers if settings.top_layers is not None else default_top_layers(total_layers)
+    settings = settings.resolved(model)
+    k = int(settings.top_layers)  # type: ignore[arg-type]
     if k > total_layers:
         raise ValueError(f"top_layers must be at most the model's {total_layers} layers. But it was: {k!r}")
     start = total_layers - k
@@ -717,13 +819,15 @@ def tune_encoder(
     all_sets = sets + [frozenset([name]) for _, name in extra]
     n, n_extra = len(texts), len(extra)
     groups = [np.arange(n)] + ([np.arange(n, n + n_extra)] if n_extra else [])
+    total, lr, batch_tokens = int(settings.steps), float(settings.learning_rate), int(settings.batch_tokens)
+    alpha = float(settings.interpolation)  # type: ignore[arg-type]
 
     try:
         model.eval()
-        # threads: fixed before any work so the probe steps are timed as they will run
+        # threads: fixed before any work (speed only: the plan below does not depend on them)
         lengths = _tokenize(model, all_texts, max_len)
         padded = sum(len(r) * max(lengths[i] for i in r) for r in _make_buckets(lengths))
-        threads = settings.threads or choose_threads(padded, model.get_embedding_dimension())
+        threads = settings.threads or choose_threads(min(padded, batch_tokens), model.get_embedding_dimension())
         torch.set_num_threads(threads)
         buckets, frozen = capture(model, all_texts, start, max_len=max_len, groups=groups)
         cos = check_layer_path(model, buckets[0], start, frozen)
@@ -742,12 +846,29 @@ def tune_encoder(
             buckets = [b for b in buckets if b.rows.max() < n]
             all_sets = all_sets[:n]
         n_used = len(all_sets)
-        # the loss's row order is the buckets' order
-        order = np.concatenate([b.rows for b in buckets])
-        T = target_matrix([all_sets[i] for i in order])
+        widths = np.zeros(n_used, dtype=int)
+        where: dict[int, tuple[int, int]] = {}  # text -> (bucket, position in it)
+        for j, bucket in enumerate(buckets):
+            widths[bucket.rows] = bucket.width
+            for pos, row in enumerate(bucket.rows):
+                where[int(row)] = (j, pos)
+        batches = plan_batches(widths, all_sets, total, batch_tokens, settings.seed)
+        T_full = target_matrix([all_sets[i] for i in np.concatenate([b.rows for b in buckets])])
         if should_stop is not None and should_stop():
             raise TuningCancelled("tuning cancelled before the first step: the model is unchanged")
         prepared = time.monotonic() - started
+
+        def step_buckets(step: int) -> tuple[list[_Bucket], torch.Tensor]:
+            """The buckets of one step (cut to its sample) and the pair targets in their row order."""
+            if batches is None:
+                return buckets, T_full
+            chosen: dict[int, list[int]] = {}
+            for row in batches[step]:
+                j, pos = where[int(row)]
+                chosen.setdefault(j, []).append(pos)
+            parts = [buckets[j].take(np.asarray(sorted(pos))) for j, pos in sorted(chosen.items())]
+            order = np.concatenate([b.rows for b in parts])
+            return parts, target_matrix([all_sets[i] for i in order])
 
         # train
         for p in model.parameters():
@@ -761,31 +882,15 @@ def tune_encoder(
         for p in params:
             p.requires_grad_(True)
         for layer in layers[start:]:
-            layer.train()
-        budget = settings.time_budget_s
-        if budget == "auto":
-            budget = auto_time_budget(model)
+            layer.train(bool(settings.dropout))
         use_bf16 = precision == "bf16"
-        total = settings.max_steps
-        guess = 0.0
-        if budget is not None:
-            # a first plan from one forward pass (a step is about 3 forwards: forward, backward, update),
-            # so the learning rate and the warm-up fit the step count from the first step on
-            t0 = time.monotonic()
-            with torch.no_grad():
-                for bucket in buckets:
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                        run_top(model, bucket, start)
-            guess = FORWARD_TO_STEP * (time.monotonic() - t0)
-            left = budget - (time.monotonic() - started) - 0.02 * budget
-            total = max(settings.min_steps, min(settings.max_steps, int(left // max(guess, 1e-6))))
-        lr = settings.learning_rate or auto_learning_rate(total)
         warmup = max(1, round(settings.warmup_fraction * total)) if settings.warmup_fraction > 0 else 0
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay)
+        tokens = [int(widths.sum())] * total if batches is None else [int(widths[b].sum()) for b in batches]
         losses: list[float] = []
         durations: list[float] = []
-        stopped_by = "max_steps"
-        planned_at = 2 if budget is not None else None  # plan again after the 2nd step, check after the 4th
+        stopped_by = "steps"
+        budget = settings.time_budget_s
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             step = 0
@@ -795,8 +900,9 @@ def tune_encoder(
                 t0 = time.monotonic()
                 for group in optimizer.param_groups:
                     group["lr"] = lr * lr_factor(step, total, warmup)
+                parts, T = step_buckets(step)
                 outs = []
-                for bucket in buckets:
+                for bucket in parts:
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                         outs.append(run_top(model, bucket, start))
                 loss = pair_loss(torch.cat(outs), T, settings.loss, settings.temperature)
@@ -807,36 +913,18 @@ def tune_encoder(
                 losses.append(float(loss.detach()))
                 durations.append(time.monotonic() - t0)
                 step += 1
-                per_step = _per_step(durations)
-                if budget is not None and step in (planned_at, 4) and step < total:
-                    left = budget - (time.monotonic() - started) - 0.02 * budget
-                    fit = step + int(left // per_step)
-                    new_total = max(settings.min_steps, min(settings.max_steps, fit))
-                    if step == 4:
-                        new_total = min(new_total, total)  # after the plan: only shrink
-                    new_total = max(new_total, step)
-                    if new_total != total:
-                        total = new_total
-                        if settings.learning_rate is None:
-                            lr = auto_learning_rate(total)
-                        if settings.warmup_fraction > 0:
-                            warmup = max(min(step, warmup), round(settings.warmup_fraction * total), 1)
-                    stopped_by = "time_budget" if fit < settings.max_steps else "max_steps"
-                    if fit < settings.min_steps:
-                        stopped_by = "min_steps"
-                elif budget is not None and step > 4 and step < total:
-                    # the machine got slower: stop rather than overrun the budget by more than 10 %
-                    if time.monotonic() - started + per_step * (total - step) > 1.1 * budget \
-                            and step >= settings.min_steps:
-                        total = max(settings.min_steps, step + int((budget - (time.monotonic() - started)) // per_step))
-                        total = max(total, step)
-                        stopped_by = "time_budget"
+                per_token = _per_token(durations, tokens)
+                left = per_token * sum(tokens[step:total])
+                if budget is not None and step < total and time.monotonic() - started + left > budget:
+                    # the optional cap: end here (the decay is cut short; the result follows the machine's pace)
+                    total, stopped_by = step, "time_budget"
+                    left = 0.0
                 if progress is not None:
-                    now = time.monotonic() - started
-                    left = per_step * (total - step)
-                    if step == 1 and budget is not None:  # the first step sets up kernels: trust the budget instead
-                        left = min(left, max(0.0, budget - now))
-                    progress(TuningProgress(step, total, now, left, losses[-1]))
+                    progress(TuningProgress(step, total, time.monotonic() - started, left, losses[-1]))
+        with torch.no_grad():  # WiSE-FT: part of the way back to the original weights
+            for p, saved in zip(params, saved_state):
+                if alpha < 1.0:
+                    p.copy_(saved.to(p.dtype) + alpha * (p - saved.to(p.dtype)))
     except BaseException:
         with torch.no_grad():
             for p, saved in zip(params, saved_state):
@@ -853,18 +941,19 @@ def tune_encoder(
 
     seconds = time.monotonic() - started
     return TuningReport(
-        steps=len(losses), planned_steps=total, stopped_by=stopped_by, seconds=round(seconds, 3),
-        seconds_preparing=round(prepared, 3), seconds_per_step=round(_per_step(durations), 4),
-        seconds_per_step_guess=round(guess, 4),
-        top_layers=k, total_layers=total_layers, learning_rate=lr, threads=threads, precision=precision,
+        steps=len(losses), planned_steps=int(settings.steps), stopped_by=stopped_by, seconds=round(seconds, 3),
+        seconds_preparing=round(prepared, 3), seconds_per_step=round(float(np.median(durations[1:] or durations)), 4),
+        top_layers=k, total_layers=total_layers, learning_rate=lr, batch_tokens=batch_tokens,
+        tokens_per_step=round(float(np.mean(tokens[:len(losses)])), 1), sampled_batches=batches is not None,
+        interpolation=alpha, dropout=bool(settings.dropout), threads=threads, precision=precision,
         loss_name=settings.loss, n_texts=n, n_label_texts=n_used - n, n_buckets=len(buckets), multi_label=multi,
         used_label_names=bool(evidence.used), label_names=evidence, losses=tuple(round(v, 6) for v in losses),
     )
 
 
-def _per_step(durations: Sequence[float]) -> float:
-    """Seconds per step: the median of the last 5 steps, leaving out the first (it sets up kernels)."""
+def _per_token(durations: Sequence[float], tokens: Sequence[int]) -> float:
+    """Seconds per padded token: the last 5 steps, leaving out the first (it sets up kernels)."""
     if not durations:
         return 0.0
-    recent = list(durations[1:][-5:]) or list(durations)
-    return float(np.median(recent))
+    recent = list(range(len(durations)))[1:][-5:] or [0]
+    return float(sum(durations[i] for i in recent) / max(1, sum(tokens[i] for i in recent)))

@@ -110,3 +110,59 @@ def test_quick_run_simulates_label_next(quick_run):
         assert 0 <= u["threshold"] <= 1 and 0 <= u["coverage"] <= 1 and 0 <= u["precision"] <= 1
         assert u["coverage_in_scope"] >= u["coverage"] - 1e-9 or u["out_of_scope_refused"] > 0
     assert "Sets meeting the mark:" in (out / "BENCHMARKS.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tuned_fixture_rows():
+    """The trained section's harness on the fixture set: the product's tuning, 2 steps, one seed."""
+    from bench.common import load_single_label
+    from bench.tuned_eval import tuned_rows
+
+    ds = load_single_label(DATA, "reviews", 20)
+    return tuned_rows("small", ds, [0], 4, [0.5, 1.0], settings_overrides={"steps": 2, "threads": 1})
+
+
+def test_tuned_rows_give_the_recipe_and_its_neighbours_from_one_tuning(tuned_fixture_rows):
+    from playground.tuning import RECIPES
+
+    rows = tuned_fixture_rows
+    alphas = sorted(r["alpha"] for r in rows)
+    assert alphas == sorted({0.5, 1.0, RECIPES["small"].interpolation})
+    assert [r["recipe"] for r in rows] == [r["alpha"] == RECIPES["small"].interpolation for r in rows]
+    assert len({(r["tune_seconds"], r["steps"]) for r in rows}) == 1 and rows[0]["steps"] == 2
+    for r in rows:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["n_train"] == 8 and r["n_test"] == 20
+        assert r["untuned_accuracy"] >= 0.7  # the fixture is easy for the untuned head too
+
+
+def test_merge_joins_shards_and_the_report_reads_the_tuned_rows(tuned_fixture_rows, tmp_path):
+    from bench.common import Config, machine
+
+    setfit_row = {**tuned_fixture_rows[0], "method": "setfit", "precision": "fp32", "accuracy": 0.5}
+    config = Config.make(str(DATA), quick=True, skip=[]).to_dict()
+    parts = []
+    for i, rows in enumerate((tuned_fixture_rows, [{**r, "dataset": "topics"} for r in tuned_fixture_rows])):
+        part = tmp_path / f"part{i}.json"
+        part.write_text(json.dumps({"mode": "quick", "machine": machine(), "config": config, "sections": {"trained": {"status": "ok", "rows": rows},
+                                                               **({"setfit": {"status": "ok", "rows": [setfit_row]}}
+                                                                  if i == 0 else {})}}))
+        parts.append(part)
+    target, report = tmp_path / "results.json", tmp_path / "B.md"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for _ in range(2):  # merging the same parts twice keeps each row once
+        proc = subprocess.run([sys.executable, "-m", "bench", "--json", str(target), "--out", str(report), "--merge",
+                               *map(str, parts), "--why", "test"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(target.read_text())
+    assert len(results["sections"]["trained"]["rows"]) == 2 * len(tuned_fixture_rows)
+    tuning = results["summary"]["tuning"]["small"]
+    assert set(tuning) == {"reviews", "topics"} and tuning["reviews"]["seeds"] == 1
+    assert tuning["reviews"]["setfit"] == 50.0 and "setfit" not in tuning["topics"]
+    text = report.read_text()
+    assert "## Tuning on the user's examples (issue #24)" in text and "| reviews |" in text
+    assert "tuned ≥ untuned + 1 on every set, small" in text
+    assert results["reruns"][-1]["why"] == "test"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--json", str(target), "--out", str(tmp_path / "C.md"),
+                           "--report"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "C.md").read_text() == text.replace("B.md", "C.md")

@@ -24,16 +24,18 @@ def run_cli(models: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cli_models(tmp_path_factory) -> Path:
     models = tmp_path_factory.mktemp("cli-models")
-    done = run_cli(models, "train", str(SINGLE_CSV), "--name", "cli-tickets", "--time-budget", "0.5",
-                   "--max-steps", "2", "--label-names", "never", "--cv-folds", "2")
+    done = run_cli(models, "train", str(SINGLE_CSV), "--name", "cli-tickets", "--time-budget", "600",
+                   "--steps", "2", "--label-names", "never", "--cv-folds", "2", "--keep", "tuned")
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads(done.stdout)
     assert info["name"] == "cli-tickets" and info["status"] == "ok"
     assert info["metrics"]["validation"] == {"source": "cross-validation", "folds": 2, "n": 48}
     assert info["metrics"]["steps"] == 2 and info["metrics"]["used_label_names"] is False
     config = json.loads((models / "cli-tickets" / "config.json").read_text())
-    assert {k: config["training"][k] for k in ("time_budget_s", "max_steps", "use_label_names", "cv_folds")} == \
-        {"time_budget_s": 0.5, "max_steps": 2, "use_label_names": "never", "cv_folds": 2}
+    assert {k: config["training"][k] for k in ("time_budget_s", "steps", "use_label_names", "cv_folds", "keep")} == \
+        {"time_budget_s": 600, "steps": 2, "use_label_names": "never", "cv_folds": 2, "keep": "tuned"}
+    guard = info["metrics"]["guard"]
+    assert guard["choice"] == "tuned" and guard["message"] in done.stderr and config["tuned"] is True
     lines = done.stderr.splitlines()
     # progress (not a tty: each phase's first line, then one per 5 s), then the table
     phases = [line.split("]")[0] + "]" for line in lines if line.startswith("[")]
@@ -67,8 +69,8 @@ def test_errors_are_one_line_with_exit_2(cli_models, tmp_path):
     assert done.returncode == 2 and "looks like a path" in done.stderr
     done = run_cli(cli_models, "train", str(SINGLE_CSV), "--name", "cli-tickets")
     assert done.returncode == 2 and "already exists" in done.stderr
-    done = run_cli(cli_models, "train", str(SINGLE_CSV), "--name", "x", "--max-steps", "0")
-    assert done.returncode == 2 and "max_steps must be an integer from 1 to 100000. But it was: 0" in done.stderr
+    done = run_cli(cli_models, "train", str(SINGLE_CSV), "--name", "x", "--steps", "0")
+    assert done.returncode == 2 and "steps must be an integer from 1 to 100000. But it was: 0" in done.stderr
     assert "Traceback" not in done.stderr
     done = run_cli(cli_models, "train", str(SINGLE_CSV), "--name", "x", "--cv-folds", "1")
     assert done.returncode == 2 and "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: 1" in done.stderr

@@ -81,7 +81,7 @@ def test_saved_folder_holds_only_json_and_safetensors(models_root):
     config = json.loads((folder / store.CONFIG_NAME).read_text())
     assert config["schema_version"] == store.SCHEMA_VERSION and config["type"] == "single-label"
     assert config["labels"] == ["billing", "shipping", "technical"]
-    assert config["training"]["max_steps"] == 4 and config["training"]["cv_folds"] == 2
+    assert config["training"]["steps"] == 4 and config["training"]["cv_folds"] == 2
     assert config["training"]["tuning"]["steps"] == 4 and config["n_train"] == config["n_examples"] == 48
     json.dumps(config, allow_nan=False)  # plain JSON: the tuning report holds no NaN / inf
     suffixes = {p.suffix for p in folder.rglob("*") if p.is_file()}

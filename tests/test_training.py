@@ -172,8 +172,9 @@ def test_validation_file_with_unknown_label(tmp_path, single_rows):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_steps": 0}, "max_steps must be an integer from 1 to 100000. But it was: 0"),
-    ({"max_steps": 2.5}, "max_steps must be an integer from 1 to 100000. But it was: 2.5"),
+    ({"steps": 0}, "steps must be an integer from 1 to 100000. But it was: 0"),
+    ({"steps": 2.5}, "steps must be an integer from 1 to 100000. But it was: 2.5"),
+    ({"keep": "always"}, "keep must be one of best, tuned. But it was: 'always'"),
     ({"cv_folds": 1}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: 1"),
     ({"cv_folds": 21}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: 21"),
     ({"cv_folds": -1}, "cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: -1"),
@@ -196,19 +197,20 @@ def test_settings_are_checked_naming_the_value(kwargs, message):
 
 
 @pytest.mark.parametrize("gone", ["epochs", "max_pairs", "batch_size", "learning_rate", "warmup_proportion",
-                                  "validation_fraction"])
+                                  "validation_fraction", "max_steps"])
 def test_removed_settings_are_refused(gone):
     with pytest.raises(TypeError, match=gone):
         TrainingSettings(**{gone: 1})
-    with pytest.raises(ValueError, match=f"unknown training settings: {gone}; known: cv_folds, max_seq_length"):
+    with pytest.raises(ValueError, match=f"unknown training settings: {gone}; known: cv_folds, keep, max_seq_length"):
         TrainingSettings.from_dict({gone: 1})
 
 
 def test_settings_defaults_and_round_trip():
     defaults = TrainingSettings()
-    assert defaults.to_dict() == {"time_budget_s": None, "max_steps": 40, "use_label_names": "auto", "cv_folds": 3,
-                                  "max_seq_length": 128, "seed": 42, "num_threads": None}
-    settings = TrainingSettings(time_budget_s=5.5, max_steps=8, use_label_names="always", cv_folds=0, num_threads=2)
+    assert defaults.to_dict() == {"steps": None, "time_budget_s": None, "use_label_names": "auto", "cv_folds": 3,
+                                  "max_seq_length": 128, "seed": 42, "num_threads": None, "keep": "best"}
+    settings = TrainingSettings(time_budget_s=5.5, steps=8, use_label_names="always", cv_folds=0, num_threads=2,
+                                keep="tuned")
     assert TrainingSettings.from_dict(settings.to_dict()) == settings
     assert TrainingSettings.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(ValueError, match="unknown training settings: colour"):
@@ -216,16 +218,15 @@ def test_settings_defaults_and_round_trip():
 
 
 def test_settings_make_the_tuning_settings():
-    auto = TrainingSettings().tuning()
-    assert (auto.time_budget_s, auto.max_steps, auto.min_steps) == ("auto", 40, 10)
+    auto = TrainingSettings().tuning()  # the recipe decides steps, rate, layers, batches, interpolation
+    assert (auto.time_budget_s, auto.steps, auto.learning_rate, auto.interpolation) == (None, None, None, None)
     assert (auto.use_label_names, auto.max_seq_length, auto.seed, auto.threads) == ("auto", 128, 42, None)
-    tiny = TINY.tuning()  # min_steps wins over the budget: always exactly 4 steps
-    assert (tiny.time_budget_s, tiny.max_steps, tiny.min_steps) == (0.5, 4, 4)
-    assert (tiny.use_label_names, tiny.seed, tiny.threads) == ("never", 42, 1)
-    few = TrainingSettings(time_budget_s=30, max_steps=60).tuning()
-    assert (few.time_budget_s, few.max_steps, few.min_steps) == (30, 60, 10)
-    fixed = TrainingSettings(use_label_names="always").tuning(steps=7)  # a cross-validation fold: the same steps
-    assert (fixed.time_budget_s, fixed.max_steps, fixed.min_steps, fixed.use_label_names) == (None, 7, 7, "always")
+    tiny = TINY.tuning()
+    assert (tiny.time_budget_s, tiny.steps, tiny.use_label_names, tiny.seed, tiny.threads) == (None, 4, "never", 42, 1)
+    capped = TrainingSettings(time_budget_s=30, steps=60).tuning()
+    assert (capped.time_budget_s, capped.steps) == (30, 60)
+    fixed = TrainingSettings(time_budget_s=30).tuning(steps=7, threads=1)
+    assert (fixed.time_budget_s, fixed.steps, fixed.threads) == (None, 7, 1)  # a fold of a capped run: its steps
 
 
 def test_folds_are_stratified_fixed_and_cover_every_example():
@@ -332,7 +333,7 @@ def test_four_examples_train_and_save(tmp_path, monkeypatch):
     """2 labels × 2 examples (classify's minimum) make a model; cv_folds=3 is lowered to the 2 a label allows."""
     seen = []
     directory = tmp_path / "models"
-    settings = TrainingSettings(time_budget_s=0.5, max_steps=4, use_label_names="never", cv_folds=3, num_threads=1)
+    settings = TrainingSettings(steps=4, use_label_names="never", cv_folds=3, num_threads=1)
     info = train(FOUR, "four", settings=settings, progress=seen.append, directory=directory)
     assert info.status == "ok" and info.labels == ["billing", "shipping"] and info.n_examples == 4
     config = json.loads((directory / "four" / store.CONFIG_NAME).read_text())
@@ -342,11 +343,12 @@ def test_four_examples_train_and_save(tmp_path, monkeypatch):
     for side in ("trained", "baseline"):
         assert metrics[side]["n"] == 4 and np.array(metrics[side]["confusion_matrix"]["matrix"]).sum() == 4
     assert metrics["steps"] == 4 and config["training"]["cv_folds"] == 3  # the setting as asked
-    # progress: each phase in order, "done" once (after saving); cross-validation: 2 folds × 4 steps
+    # progress: each phase in order, "done" once (after saving); cross-validation: 2 folds × 4 steps, one after
+    # another here (num_threads=1 asks for that)
     phases = [p.phase for p in seen]
     assert phases == ["checking"] + ["tuning"] * 4 + ["cross-validating"] * 8 + ["saving", "done"]
     assert [(p.step, p.total) for p in seen if p.phase == "tuning"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert [(p.step, p.total) for p in seen if p.phase == "cross-validating"] == [(1, 2)] * 4 + [(2, 2)] * 4
+    assert [(p.step, p.total) for p in seen if p.phase == "cross-validating"] == [(s, 8) for s in range(1, 9)]
     assert all(p.seconds_left is not None and p.seconds_left >= 0
                for p in seen if p.phase not in ("checking", "saving"))
     assert [p.elapsed for p in seen[:-2]] == sorted(p.elapsed for p in seen[:-2])
@@ -362,7 +364,7 @@ def test_tune_saves_nothing_until_save_tuned(tmp_path, monkeypatch):
     monkeypatch.setenv(store.MODELS_DIR_ENV, str(directory))
     monkeypatch.chdir(tmp_path)
     seen = []
-    settings = TrainingSettings(time_budget_s=0.5, max_steps=4, use_label_names="never", cv_folds=0, num_threads=1)
+    settings = TrainingSettings(steps=4, use_label_names="never", cv_folds=0, num_threads=1)
     tuned = tune(FOUR, settings=settings, descriptions={"billing": "money, invoices", "shipping": " "},
                  progress=seen.append)
     assert isinstance(tuned, TunedModel)
@@ -438,7 +440,7 @@ def test_folds_that_leave_fewer_than_2_labels_are_redrawn(monkeypatch):
         usable_folds(data, 2, 44)
     seen = []
     with pytest.raises(ValidationError, match="set cv_folds=0"):  # refused before any tuning
-        tune(examples, settings=TrainingSettings(max_steps=2, use_label_names="never", cv_folds=2, seed=44,
+        tune(examples, settings=TrainingSettings(steps=2, use_label_names="never", cv_folds=2, seed=44,
                                                   num_threads=1), progress=seen.append)
     assert seen == []
 
@@ -562,3 +564,68 @@ def test_models_page_lists_models_and_classify_page_uses_a_custom_one(models_roo
     assert not at.exception and not at.error
     bars = [bar.proto.text for bar in at.get("progress")]
     assert len(bars) == 6 and all("threshold" in text for text in bars)
+
+
+# ---------------------------------------------------------------- the guard (issue #24)
+
+
+def _cv(accuracy: float, log_loss: float | None = None) -> dict:
+    return {"accuracy": accuracy, **({"log_loss": log_loss} if log_loss is not None else {})}
+
+
+@pytest.mark.parametrize(("tuned", "untuned", "keep", "choice", "words"), [
+    (_cv(0.9), _cv(0.75), "best", "tuned", ["helped", "75% untuned → 90% tuned", "tuned model is used"]),
+    (_cv(0.7), _cv(0.8), "best", "untuned", ["did not beat", "80% untuned, 70% tuned", "untuned model is kept",
+                                            "still choose the tuned one"]),
+    (_cv(0.8, 0.5), _cv(0.8, 0.4), "best", "untuned", ["did not beat", "80% untuned, 80% tuned"]),
+    (_cv(0.8, 0.3), _cv(0.8, 0.4), "best", "tuned", ["same accuracy (80%)", "log-loss 0.30 tuned vs 0.40 untuned"]),
+    (_cv(0.7), _cv(0.8), "tuned", "tuned", ["did not beat", "kept as asked"]),
+])
+def test_the_guard_keeps_the_tuned_model_only_when_the_honest_scores_say_it_is_better(tuned, untuned, keep, choice,
+                                                                                     words):
+    from playground.training import guard_decision
+
+    decision = guard_decision(tuned, untuned, keep, scored_on="cross-validated")
+    assert decision["choice"] == choice
+    for word in words:
+        assert word in decision["message"], decision["message"]
+    assert (decision["tuned"], decision["untuned"]) == (tuned["accuracy"], untuned["accuracy"])
+
+
+def test_without_scores_the_guard_says_the_tuned_model_is_unchecked():
+    from playground.training import guard_decision
+
+    decision = guard_decision({}, {}, "best", scored_on="")
+    assert decision["choice"] == "tuned" and "Not scored" in decision["message"]
+
+
+def test_multi_label_scores_are_guarded_on_micro_f1():
+    from playground.training import guard_decision
+
+    decision = guard_decision({"micro_f1": 0.5}, {"micro_f1": 0.6}, "best", scored_on="held-out")
+    assert decision["choice"] == "untuned" and "micro-F1 60% untuned, 50% tuned" in decision["message"]
+
+
+def test_choosing_the_untuned_model_saves_the_untuned_encoder_and_head(tmp_path, monkeypatch):
+    """What the guard keeps (here chosen by hand, as the user can) is what the saved model answers with: the
+    untuned choice saves the base encoder and the head on its embeddings, so it answers as instant classify does."""
+    from playground.training import save_tuned, tune
+
+    tuned = tune(SINGLE_CSV, settings=TrainingSettings(steps=4, use_label_names="never", cv_folds=0, num_threads=1))
+    assert tuned.choice == "tuned" and tuned.guard["chosen_by"] == "no scores"
+    untuned = tuned.with_choice("untuned")
+    assert untuned.choice == "untuned" and untuned.guard["chosen_by"] == "user" and tuned.choice == "tuned"
+    directory = tmp_path / "models"
+    info = save_tuned(untuned, "kept-untuned", directory=directory)
+    config = json.loads((directory / "kept-untuned" / store.CONFIG_NAME).read_text())
+    assert config["tuned"] is False and config["metrics"]["guard"]["choice"] == "untuned"
+    assert info.labels == tuned.head.classes_.tolist()
+    monkeypatch.setenv(store.MODELS_DIR_ENV, str(directory))
+    texts = ["My card was charged twice", "Where is my parcel?", "The app crashes when I log in"]
+    saved = classify(texts, model="kept-untuned")
+    instant = classify(texts, read_examples_csv(SINGLE_CSV).examples, "small")
+    assert [r.prediction for r in saved] == [r.prediction for r in instant]
+    for a, b in zip(saved, instant):
+        assert all(abs(a.labels[k] - b.labels[k]) < 1e-3 for k in a.labels)
+    with pytest.raises(ValueError, match="choice must be 'tuned' or 'untuned'"):
+        tuned.with_choice("best")

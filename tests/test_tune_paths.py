@@ -19,7 +19,7 @@ from playground.store import list_models
 from playground.training import TrainingSettings, grid_key, save_tuned, tune, tune_grid, tuned_grid_folder
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-FAST = TrainingSettings(max_steps=12, cv_folds=2, num_threads=1)
+FAST = TrainingSettings(steps=12, cv_folds=2, num_threads=1)
 
 
 @pytest.fixture

