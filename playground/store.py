@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import struct
 import threading
 import time
-import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,9 +43,9 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from ._files import now_iso
+from ._files import now_iso, write_text_atomic
 from .embeddings import BASE_MODELS, forget_encoder
-from .validation import CLASSIFICATION_TYPES, ValidationError
+from .validation import CLASSIFICATION_TYPES, ValidationError, check_folder_name
 
 MODELS_DIR_ENV = "CLASSIFY_MODELS_DIR"
 SCHEMA_VERSION = 1
@@ -58,8 +56,6 @@ TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".training.lock"
 VERSIONS_DIR = ".versions"
 VERSION_SEPARATOR = "@"
-MAX_NAME_LENGTH = 64
-_NAME_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
 
 class UnknownModelError(LookupError):
@@ -83,29 +79,10 @@ def models_dir() -> Path:
 def validate_model_name(name: Any) -> str:
     """Return ``name`` if it is a safe folder name, else raise ``ValidationError`` naming the rule.
 
-    Letters A-Z / a-z, digits, ``-`` and ``_`` only (ASCII, so no look-alike letters), 1 to 64
-    characters, not starting with ``-`` (it would read as a CLI option), not a base model name.
+    ``validation.check_folder_name``'s rules (ASCII letters, digits, ``-`` and ``_``, 1 to 64
+    characters, not starting with ``-``), and not a base model name.
     """
-    if not isinstance(name, str):
-        raise ValidationError(f"model name must be a string, got {type(name).__name__}: {name!r}")
-    if not name:
-        raise ValidationError("model name is empty: use letters, digits, - and _ (e.g. support-topics)")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ValidationError(f"model name {name[:20]!r}… is {len(name)} characters; at most {MAX_NAME_LENGTH} allowed")
-    if ".." in name or "/" in name or "\\" in name or os.path.isabs(name):
-        raise ValidationError(
-            f"model name {name!r} looks like a path: no '..', '/', '\\' or absolute paths; "
-            "use letters, digits, - and _ only"
-        )
-    if not _NAME_RE.fullmatch(name):
-        bad = sorted({c for c in name if not _NAME_RE.fullmatch(c)})
-        shown = ", ".join(f"{c!r} ({unicodedata.name(c, f'U+{ord(c):04X}')})" for c in bad[:5])
-        raise ValidationError(
-            f"model name {name!r} has characters that are not allowed: {shown}. "
-            "Use ASCII letters, digits, - and _ only"
-        )
-    if name.startswith("-"):
-        raise ValidationError(f"model name {name!r} starts with '-': start with a letter or digit")
+    check_folder_name(name, "model name", example="support-topics")
     if name in BASE_MODELS:
         raise ValidationError(f"model name {name!r} is a base model's name: choose another name")
     return name
@@ -527,11 +504,24 @@ def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray]
     return ModelInfo.from_config(name, config)
 
 
+def copy_model(source: Path, name: str, *, replace: bool = False, directory: Path | None = None) -> ModelInfo:
+    """Save a copy of the model folder ``source`` (a tuned grid in the cache) as the custom model ``name``.
+
+    Under the training lock, like every save into the models folder; ``replace=True`` makes it
+    the next version of an existing model (``save_model``).
+    """
+    saved = read_folder(source)
+    config = {k: v for k, v in saved.config.items() if k not in ("schema_version", "name", "version")}
+    directory = directory or models_dir()
+    with TrainingLock(directory, name):
+        return save_model(name, config=config, head_arrays=saved.head_arrays,
+                          write_body=lambda path: shutil.copytree(saved.body, path), directory=directory,
+                          replace=replace)
+
+
 def _write_config(folder: Path, config: Mapping[str, Any]) -> None:
     """config.json via a temp file and a rename (a folder already in place is never seen half-written)."""
-    temp = folder / f"{TEMP_PREFIX}{CONFIG_NAME}"
-    temp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temp, folder / CONFIG_NAME)
+    write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def remove_leftovers(directory: Path | None = None, *, older_than_s: float | None = None) -> list[str]:

@@ -207,11 +207,7 @@ def test_reload_in_a_fresh_process_gives_identical_predictions(models_root):
 
 def _save_as_new_version(directory: Path, name: str, source: str) -> store.ModelInfo:
     """Save the model ``source`` (its config, head and body) under ``name`` as its next version."""
-    saved = store.read_model(source, directory)
-    config = {k: v for k, v in saved.config.items() if k not in ("schema_version", "name", "version")}
-    return store.save_model(name, config=config, head_arrays=saved.head_arrays,
-                            write_body=lambda path: shutil.copytree(saved.body, path), directory=directory,
-                            replace=True)
+    return store.copy_model(store.model_folder(source, directory), name, replace=True, directory=directory)
 
 
 def test_saving_under_an_existing_name_keeps_the_earlier_version_with_its_scores(models_copy):
