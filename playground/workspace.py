@@ -533,16 +533,20 @@ def read_revision(name: str, directory: Path | None = None) -> Revision | None:
     path = _folder(name, directory) / WORKSPACE_FILE
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:  # no file, or no folder (a path under a file, no permission): nothing saved there
         return None
     key = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
     with _CACHE_LOCK:
         if key in _REVISIONS:
             return _REVISIONS[key]
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = _salvage(path.read_text(encoding="utf-8", errors="replace")) if path.exists() else {}
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = _salvage(text)
     revision = _revision_of(data) if isinstance(data, Mapping) else None
     with _CACHE_LOCK:
         if len(_REVISIONS) > 256:
@@ -603,6 +607,8 @@ def save_workspace(name: str, workspace: Workspace, directory: Path | None = Non
     read-only folder, with the saved file unchanged.
     """
     folder = _folder(name, directory)
+    if not folder.parent.is_dir():
+        raise FileNotFoundError(f"the workspaces folder {folder.parent} is missing or not a folder")
     if not folder.is_dir():
         raise UnknownWorkspaceError(f"workspace {name!r} is gone from {folder.parent}: it was renamed or deleted "
                                     "elsewhere")

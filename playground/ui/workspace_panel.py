@@ -53,6 +53,7 @@ LAST = "workspace_last"
 DAMAGED = "workspace_damaged"
 NOTICE = "workspace_notice"
 UNDO = "workspace_undo"
+RELOAD = "workspace_reload_asked"
 SETTINGS = {  # session key -> Workspace field, for the plain values
     "classify_inputs": "inputs", "classify_model": "model", "classify_truncate": "truncate",
     "classify_precision": "precision", "classify_label_names": "label_names", "classify_unknown": "unknown",
@@ -182,6 +183,8 @@ def open_workspace_for_page() -> None:
     """Open the workspace this run should show: the URL's ``?w=``, else this tab's, the last one, or a new one."""
     ss = st.session_state
     ss.setdefault(SAVER, DebouncedSaver())
+    if ss.pop(RELOAD, False) and ss.get(NAME):
+        reload_workspace()
     asked = st.query_params.get("w")
     target = None
     if asked:
@@ -194,7 +197,7 @@ def open_workspace_for_page() -> None:
         names = [info.name for info in list_workspaces()]
         target = ss.get(NAME) or last_workspace() or (names[0] if names else DEFAULT_WORKSPACE)
     if target != ss.get(NAME):
-        _open(target, announce_new=bool(asked))
+        _open(target, announce_new=target == asked)
     if st.query_params.get("w") != ss[NAME]:
         st.query_params["w"] = ss[NAME]
 
@@ -270,7 +273,10 @@ def save_status() -> None:
     elif on_disk is not None and status.known is not None and on_disk.id != status.known.id and not pending:
         st.warning(f"**{ss[NAME]}** was changed in another tab or window (saved {on_disk.saved_at}). Reload to see "
                    "that version; your next change here is saved over it otherwise.")
-        if st.button("Reload the saved workspace", key="workspace_reload", on_click=reload_workspace):
+        if st.button("Reload the saved workspace", key="workspace_reload"):
+            # reloaded at the top of the page's next run: a fragment's callback cannot set the page's widgets
+            # (the browser's values of widgets outside the fragment win on the next full run)
+            ss[RELOAD] = True
             st.rerun(scope="app")
     elif status.error:
         st.warning(f"Not saved: {status.error}. Your work is kept in this tab while it stays open; it is saved "
