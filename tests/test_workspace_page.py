@@ -248,3 +248,35 @@ def test_a_workspace_reopens_its_tuning_and_saves_it_as_model_versions(workspace
     assert not models.exception
     assert "uses version 1 again" in models.success[0].value
     assert [v.version for v in store.list_versions("from-workspace")] == [1, 2]
+
+
+def test_the_label_next_pool_and_its_decisions_come_back_in_a_new_tab(workspaces_folder):
+    from playground.label_next import LabelPool
+
+    texts = ["The package never showed up", "Support was friendly and quick", "Refund took forever",
+             "Works as described, happy", "Arrived broken, very disappointed", "Five stars, would buy again",
+             "Took a month to arrive", "Cheap and cheerful, it works"]
+    at = tab("labelling")
+    at.session_state["label_pool"] = LabelPool(texts, "small")
+    at.session_state["label_pool_source"] = "reviews.txt"
+    at.session_state["label_k"] = 3
+    at.run()
+    click(at, "Suggest what to label")
+    click(at, "Add to examples and suggest the next batch")
+    assert not at.exception and not at.error
+    grid = at.session_state["classify_examples"]
+    batch = list(at.session_state["label_batch"]["index"])
+    saved(at)
+
+    again = tab("labelling")
+    assert not again.exception
+    assert again.session_state["classify_examples"].equals(grid)  # the labelled rows are in the grid
+    assert "This workspace has the pool **reviews.txt**: 5 of 8 texts left, 3 decided." in [i.value for i in again.info]
+    assert list(again.session_state["label_batch"]["index"]) == batch  # the batch on screen, as it was
+    click(again, "Continue with this pool (embeds its texts again)")
+    assert not again.exception and not again.error
+    pool = again.session_state["label_pool"]
+    assert pool.remaining == 5 and "5 texts left in the pool." in [c.value for c in again.caption]
+    assert [p.n_examples for p in again.session_state["label_curve"]] == [13]
+    saved(again)
+    assert [p.name for p in (workspaces_folder / "labelling").iterdir() if p.name.startswith("pool-")]  # written once

@@ -21,6 +21,9 @@ from browser_helpers import SERVER_START_SECONDS, STREAMLIT_ARGS, VIEWPORT, new_
 from live_server import free_port, running
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from playground.presets import DEFAULT_PRESET, load_preset
+from playground.workspace import Workspace, create_workspace
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
@@ -68,8 +71,9 @@ def workspace_name(request) -> str:
 
 
 @pytest.fixture
-def page(browser: Browser, server_url: str, workspace_name: str) -> Iterator[Page]:
+def page(browser: Browser, server_url: str, browser_workspaces: Path, workspace_name: str) -> Iterator[Page]:
     """A new context per test is a new Streamlit session on its own workspace: each journey starts from the seed preset."""
+    create_workspace(workspace_name, Workspace.from_preset(load_preset(DEFAULT_PRESET)), browser_workspaces)
     page = new_page(browser, server_url, workspace_name)
     try:
         yield page
