@@ -8,7 +8,6 @@ The grid's canvas and a real reload are in tests/browser/test_workspace_journeys
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd

@@ -253,7 +253,9 @@ def save_again() -> None:
 
 
 def _when(seconds: float) -> str:
-    return time.strftime("%d %b %H:%M", time.localtime(seconds))
+    """The time of a change today, its date before (short: the sidebar is narrow)."""
+    same_day = time.localtime(seconds)[:3] == time.localtime()[:3]
+    return time.strftime("%H:%M" if same_day else "%d %b %Y", time.localtime(seconds))
 
 
 @st.fragment(run_every=2.0)
