@@ -615,8 +615,10 @@ def save_workspace(name: str, workspace: Workspace, directory: Path | None = Non
     path = folder / WORKSPACE_FILE
     if workspace.pool is not None and pool_texts is not None:
         _write_pool(folder, workspace.pool, pool_texts)
-    if keep_damaged and path.is_file():
-        write_text_atomic(folder / DAMAGED_FILE, path.read_text(encoding="utf-8", errors="replace"))
+    if keep_damaged and path.is_file():  # byte for byte (it may not even be UTF-8), via a temp file and a rename
+        temp = folder / f".{DAMAGED_FILE}{TEMP_FILE_MARK}{uuid.uuid4().hex[:8]}"
+        shutil.copyfile(path, temp)
+        os.replace(temp, folder / DAMAGED_FILE)
     revision = Revision.next_after(read_revision(name, directory))
     write_text_atomic(path, _serialise(workspace, revision))
     _tidy(folder, workspace.pool)

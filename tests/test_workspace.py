@@ -164,7 +164,7 @@ def test_one_bad_grid_row_drops_that_row_only(workspaces_folder):
 
 def test_the_first_save_over_a_damaged_file_keeps_it_aside(workspaces_folder):
     create_workspace("hand-edited", SEED)
-    damaged = _damage(workspaces_folder / "hand-edited", lambda b: b.replace(b'"model": "small"', b'"model": smal'))
+    damaged = _damage(workspaces_folder / "hand-edited", lambda b: b.replace(b'"model": "small"', b'"model": \xffsmal'))
     opened = open_workspace("hand-edited")
     save_workspace("hand-edited", opened.workspace, keep_damaged=True)
     assert (workspaces_folder / "hand-edited" / DAMAGED_FILE).read_bytes() == damaged
