@@ -169,7 +169,8 @@ class CustomModel:
     def __init__(self, config: Mapping[str, Any], head: Head, encoder: Encoder, *, folder: Path | None = None) -> None:
         self.folder = folder
         self.config = dict(config)
-        self.info = ModelInfo.from_config(folder.name if folder else str(config.get("name", "")), config)
+        # the config's name: an earlier version's folder is named by its number (store.py, "Versions")
+        self.info = ModelInfo.from_config(str(config.get("name") or (folder.name if folder else "")), config)
         self.encoder = encoder
         self.labels: list[str] = list(config["labels"])
         self.thresholds: dict[str, float] = {k: float(v) for k, v in (config.get("thresholds") or {}).items()}
@@ -279,6 +280,7 @@ _MODELS_LOCK = threading.Lock()
 def load_model(name: str, *, precision: str = DEFAULT_PRECISION, directory: Path | None = None) -> CustomModel:
     """A saved model by name, cached per process (reloaded when its folder changes).
 
+    ``name`` is the current version; ``name@2`` is version 2 (``store.model_folder`` resolves both).
     Raises ``UnknownModelError`` listing the available models, or ``BrokenModelError`` naming
     the missing or corrupt file.
     """

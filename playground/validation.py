@@ -8,6 +8,9 @@ endpoint where it had one.
 from __future__ import annotations
 
 import math
+import os
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +22,9 @@ MAX_EXAMPLES = 2500
 """Examples per call (Cohere's limit)."""
 MIN_EXAMPLES_PER_LABEL = 2
 MIN_LABELS = 2
+MAX_NAME_LENGTH = 64
+"""The longest name a saved thing (a custom model, a workspace) may have."""
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
 UNKNOWN = "unknown"
 """The opt-in answer below a confidence threshold (``classify(unknown_below=...)``); no label may be called so."""
@@ -272,3 +278,35 @@ def check_float(name: str, value: Any, low: float, high: float, *, low_open: boo
     if not ok:
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be a number in {bracket}{low}, {high}]. But it was: {value!r}")
+
+
+def check_folder_name(name: Any, what: str, *, example: str) -> str:
+    """Return ``name`` if it is safe as a folder name, else raise ``ValidationError`` saying why, as ``what``.
+
+    Letters A-Z / a-z, digits, ``-`` and ``_`` only (ASCII, so no look-alike letters), 1 to 64
+    characters, not starting with ``-`` (it would read as a CLI option). Custom models and
+    workspaces are folders named so: a name can never reach outside their folder.
+
+    >>> check_folder_name("../x", "workspace name", example="reviews")  # ValidationError: looks like a path
+    """
+    if not isinstance(name, str):
+        raise ValidationError(f"{what} must be a string, got {type(name).__name__}: {name!r}")
+    if not name:
+        raise ValidationError(f"{what} is empty: use letters, digits, - and _ (e.g. {example})")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"{what} {name[:20]!r}… is {len(name)} characters; at most {MAX_NAME_LENGTH} allowed")
+    if ".." in name or "/" in name or "\\" in name or os.path.isabs(name):
+        raise ValidationError(
+            f"{what} {name!r} looks like a path: no '..', '/', '\\' or absolute paths; "
+            "use letters, digits, - and _ only"
+        )
+    if not _NAME_RE.fullmatch(name):
+        bad = sorted({c for c in name if not _NAME_RE.fullmatch(c)})
+        shown = ", ".join(f"{c!r} ({unicodedata.name(c, f'U+{ord(c):04X}')})" for c in bad[:5])
+        raise ValidationError(
+            f"{what} {name!r} has characters that are not allowed: {shown}. "
+            "Use ASCII letters, digits, - and _ only"
+        )
+    if name.startswith("-"):
+        raise ValidationError(f"{what} {name!r} starts with '-': start with a letter or digit")
+    return name

@@ -14,8 +14,17 @@ from fixtures.trained_models import MULTI_JSONL, SINGLE_CSV, TINY
 from playground.embeddings import get_encoder
 from playground.presets import load_preset
 from playground.training import train
+from playground.workspace import WORKSPACES_DIR_ENV
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def workspaces_folder(tmp_path_factory, monkeypatch) -> Path:
+    """Every test its own workspaces folder: a page opened in a test never reads or writes ./workspaces."""
+    folder = tmp_path_factory.mktemp("workspaces")
+    monkeypatch.setenv(WORKSPACES_DIR_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,7 @@ def test_list_models_reports_both(models_root):
     assert infos["tickets"].status == "ok" and infos["tickets"].problem is None
     assert infos["topics"].type == "multi-label" and infos["topics"].n_examples == 48
     assert set(infos["topics"].to_dict()) == {"name", "type", "base_model", "labels", "metrics", "n_examples",
-                                              "created", "status", "problem"}
+                                              "created", "status", "problem", "version"}
 
 
 @pytest.mark.parametrize(
@@ -199,3 +199,128 @@ def test_reload_in_a_fresh_process_gives_identical_predictions(models_root):
             assert a["prediction"] == b["prediction"] and a["predictions"] == b["predictions"]
             assert a["labels"] == pytest.approx(b["labels"], abs=1e-6)
     assert there["topics"][0]["classification_type"] == "multi-label"
+
+
+# ----------------------------------------------------------------------------------------------
+# Versions: saving under an existing name keeps the earlier model
+
+
+def _save_as_new_version(directory: Path, name: str, source: str) -> store.ModelInfo:
+    """Save the model ``source`` (its config, head and body) under ``name`` as its next version."""
+    return store.copy_model(store.model_folder(source, directory), name, replace=True, directory=directory)
+
+
+def test_saving_under_an_existing_name_keeps_the_earlier_version_with_its_scores(models_copy):
+    before = {i.name: i for i in list_models(models_copy)}["tickets"]
+    assert before.version == 1 and before.metrics["trained"]
+    info = _save_as_new_version(models_copy, "tickets", "topics")
+    assert info.name == "tickets" and info.version == 2 and info.type == "multi-label"
+    versions = store.list_versions("tickets", models_copy)
+    assert [(v.version, v.type) for v in versions] == [(2, "multi-label"), (1, "single-label")]
+    assert versions[1].metrics == before.metrics and versions[1].created == before.created
+    # one entry per model in the list, the current version's
+    assert [(i.name, i.version) for i in list_models(models_copy)] == [("tickets", 2), ("topics", 1)]
+    assert list_models(models_copy)[0].to_dict()["version"] == 2
+    # the current by name, an older one by name@version: the same resolution the API and CLI use
+    assert load_model("tickets", directory=models_copy).type == "multi-label"
+    old = load_model("tickets@1", directory=models_copy)
+    assert old.type == "single-label" and old.info.name == "tickets" and old.info.version == 1
+    assert old.classify(["I was charged twice"])[0].prediction == "billing"
+    assert load_model("tickets@2", directory=models_copy).type == "multi-label"  # @current is the current folder
+    with pytest.raises(UnknownModelError, match=r"model 'tickets' has no version 7: its versions are 2 \(current\), 1"):
+        load_model("tickets@7", directory=models_copy)
+    for bad in ("tickets@", "tickets@0", "tickets@two", "tickets@1@1", "@1"):
+        with pytest.raises(UnknownModelError, match="unknown model"):
+            load_model(bad, directory=models_copy)
+    # a third save numbers on from the highest
+    assert _save_as_new_version(models_copy, "tickets", "tickets@1").version == 3
+    assert [v.version for v in store.list_versions("tickets", models_copy)] == [3, 2, 1]
+
+
+def test_rollback_makes_an_earlier_version_current_and_keeps_the_other(models_copy):
+    _save_as_new_version(models_copy, "tickets", "topics")
+    assert load_model("tickets", directory=models_copy).type == "multi-label"  # cached now
+    info = store.rollback_model("tickets", 1, directory=models_copy)
+    assert info.version == 1 and info.type == "single-label"
+    assert [v.version for v in store.list_versions("tickets", models_copy)] == [1, 2]
+    assert load_model("tickets", directory=models_copy).type == "single-label"  # the cache saw the change
+    assert load_model("tickets@2", directory=models_copy).type == "multi-label"
+    assert store.rollback_model("tickets", 1, directory=models_copy).version == 1  # already current: no change
+    with pytest.raises(UnknownModelError, match="no version 5"):
+        store.rollback_model("tickets", 5, directory=models_copy)
+    # the next save numbers past every version, wherever the current one is
+    assert _save_as_new_version(models_copy, "tickets", "tickets@2").version == 3
+
+
+def test_without_replace_an_existing_name_is_still_refused(models_copy):
+    topics = store.read_model("topics", models_copy)
+    with pytest.raises(ValidationError, match="already exists"):
+        store.save_model("tickets", config={"type": "single-label"}, head_arrays=topics.head_arrays,
+                         write_body=lambda p: shutil.copytree(topics.body, p), directory=models_copy)
+    assert not (models_copy / store.VERSIONS_DIR).exists()
+
+
+def test_a_failed_new_version_leaves_the_current_one_and_no_half_version(models_copy):
+    def failing_body(path: Path) -> None:
+        path.mkdir()
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        store.save_model("tickets", config={"type": "single-label"}, head_arrays={}, write_body=failing_body,
+                         directory=models_copy, replace=True)
+    assert sorted(p.name for p in models_copy.iterdir()) == ["tickets", "topics"]
+    assert [v.version for v in store.list_versions("tickets", models_copy)] == [1]
+
+
+def test_a_crash_between_the_two_renames_is_recovered_and_the_half_save_never_listed(models_copy):
+    """What a kill -9 between "current → .versions" and "temp → current" leaves: put right on the next look."""
+    archive = models_copy / store.VERSIONS_DIR / "tickets" / "1"
+    archive.parent.mkdir(parents=True)
+    os.rename(models_copy / "tickets", archive)
+    shutil.copytree(models_copy / "topics", models_copy / ".tmp-tickets-0badc0de")  # the new version, never renamed
+    assert [(i.name, i.version, i.type) for i in list_models(models_copy)] == [
+        ("tickets", 1, "single-label"), ("topics", 1, "multi-label")]
+    assert (models_copy / "tickets" / "config.json").is_file() and not (models_copy / store.VERSIONS_DIR).exists()
+    # the same recovery when the model is looked up by name first
+    archive.parent.mkdir(parents=True)
+    os.rename(models_copy / "tickets", archive)
+    assert load_model("tickets", directory=models_copy).type == "single-label"
+
+
+def test_rename_and_delete_take_the_versions_along(models_copy):
+    _save_as_new_version(models_copy, "tickets", "topics")
+    store.rename_model("tickets", "support", directory=models_copy)
+    assert [v.version for v in store.list_versions("support", models_copy)] == [2, 1]
+    assert json.loads((models_copy / store.VERSIONS_DIR / "support" / "1" / "config.json").read_text())["name"] == \
+        "support"
+    assert load_model("support@1", directory=models_copy).type == "single-label"
+    with pytest.raises(UnknownModelError):
+        load_model("tickets@1", directory=models_copy)
+    store.delete_model("support", directory=models_copy)
+    assert [i.name for i in list_models(models_copy)] == ["topics"]
+    assert sorted(p.name for p in models_copy.iterdir()) == ["topics"]  # no .versions, no trash left
+
+
+def test_api_and_cli_use_the_current_version_by_name_and_an_older_one_with_at(models_copy, monkeypatch, capsys):
+    from fastapi.testclient import TestClient
+
+    from playground.cli import main
+    from playground.server import create_app
+
+    _save_as_new_version(models_copy, "tickets", "topics")
+    monkeypatch.setenv(store.MODELS_DIR_ENV, str(models_copy))
+    client = TestClient(create_app(api_key="", preload=False))
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["tickets"]["version"] == 2 and listed["tickets"]["type"] == "multi-label"
+    body = {"inputs": ["I was charged twice this month"]}
+    current = client.post("/v1/classify", json={**body, "model": "tickets"})
+    older = client.post("/v1/classify", json={**body, "model": "tickets@1"})
+    assert current.status_code == older.status_code == 200, (current.text, older.text)
+    assert older.json()["classifications"][0]["prediction"] == "billing"
+    assert set(current.json()["classifications"][0]["labels"]) == {"politics", "science", "sports"}
+    missing = client.post("/v1/classify", json={**body, "model": "tickets@9"})
+    assert missing.status_code == 404 and "no version 9" in missing.json()["message"]
+    assert main(["classify", "--model", "tickets@1", "I was charged twice this month"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["prediction"] == "billing"
+    assert main(["classify", "--model", "tickets@3", "text"]) == 2
+    assert "its versions are 2 (current), 1" in capsys.readouterr().err

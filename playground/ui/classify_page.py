@@ -1,7 +1,9 @@
 """The Classify page: model, examples grid, CSV upload, presets, inputs, results, export code.
 
 Widgets in, one call into the core, results out. Everything the user typed lives in
-``st.session_state`` under ``classify_*`` keys, so reruns never lose it.
+``st.session_state`` under ``classify_*`` keys, so reruns never lose it, and in a workspace on
+disk (``workspace_panel``: read when the page opens, saved after every change), so a reload, a
+restart or a shared link does not either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from playground.embeddings import (
 from playground.engine import classify, load_folder, with_unknown
 from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
-from playground.store import list_models
+from playground.store import copy_model, list_models
 from playground.training import (
     KEEP_TUNED_GRIDS,
     TunedModel,
@@ -34,6 +36,7 @@ from playground.training import (
 )
 from playground.ui.evaluate_panel import render_evaluate
 from playground.ui.label_next_panel import render_label_next
+from playground.ui.workspace_panel import autosave, open_workspace_for_page, render_sidebar
 from playground.ui.widgets import (
     BackgroundJob,
     problem_list,
@@ -45,6 +48,7 @@ from playground.ui.widgets import (
 )
 from playground.validation import (
     MIN_EXAMPLES_PER_LABEL,
+    TRUNCATE_OPTIONS,
     UNKNOWN,
     Example,
     ValidationError,
@@ -129,11 +133,22 @@ class TuneJob(BackgroundJob):
     folder: Path | None = None
     choice: str | None = None
     """The user's pick, "tuned" or "untuned"; None follows the guard (the honest scores)."""
+    restored: dict | None = None
+    """The cached folder's config when the job was read back from a workspace (no ``tuned`` in memory then)."""
+
+    @property
+    def metrics(self) -> dict:
+        return self.tuned.metrics if self.tuned is not None else self.restored["metrics"]
 
     @property
     def in_use(self) -> str:
         """Which model Classify answers with for this grid: the user's pick, else the guard's."""
-        return self.choice or (self.tuned.choice if self.tuned is not None else "untuned")
+        if self.choice:
+            return self.choice
+        if self.tuned is not None:
+            return self.tuned.choice
+        guard = (self.restored or {}).get("metrics", {}).get("guard") or {}
+        return "untuned" if guard.get("choice") == "untuned" else "tuned"
 
 
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
@@ -150,7 +165,7 @@ def start_tuning(examples: list[Example], model: str, descriptions: dict[str, st
 def tuned_for(examples: list[Example], model: str, descriptions: dict[str, str]) -> TuneJob | None:
     """The finished tuning of exactly this grid (examples and descriptions) on this model, if there is one."""
     job: TuneJob | None = st.session_state.get("classify_tune")
-    if job is None or not job.done or job.tuned is None or model not in BASE_MODELS:
+    if job is None or not job.done or (job.tuned is None and job.restored is None) or model not in BASE_MODELS:
         return None
     if job.key != grid_key(examples, model, descriptions) or not job.folder.is_dir():  # pruned by a newer tuning
         return None
@@ -161,11 +176,17 @@ def save_tuned_model() -> None:
     job: TuneJob | None = st.session_state.get("classify_tune")
     name = st.session_state.get("classify_tune_name", "").strip()
     try:
-        if job is None or job.tuned is None:
+        if job is None or (job.tuned is None and job.restored is None):
             raise ValidationError("tune the grid first")
-        info = save_tuned(job.tuned.with_choice(job.in_use) if job.choice else job.tuned, name)
-        st.session_state.classify_notice = ("success", f"Saved the {job.in_use} model as **{info.name}**: pick it in "
-                                            "Model, or call it by name from the API and CLI.")
+        if job.tuned is None and job.in_use == "untuned":
+            raise ValidationError("this tuning was reopened from a saved workspace, which keeps only the tuned model: "
+                                  "tune again to save the untuned one, or choose the tuned model to save it")
+        # a tuning read back from a workspace is only on disk: its cached folder is copied
+        info = (save_tuned(job.tuned.with_choice(job.in_use) if job.choice else job.tuned, name)
+                if job.tuned is not None else copy_model(job.folder, name, replace=True))
+        version = f" (version {info.version}; the earlier versions are on the Models page)" if info.version > 1 else ""
+        st.session_state.classify_notice = ("success", f"Saved the {job.in_use} model as **{info.name}**{version}: "
+                                            "pick it in Model, or call it by name from the API and CLI.")
     except (ValidationError, LookupError, ValueError, OSError) as exc:
         st.session_state.classify_notice = ("error", problem_list("Could not save:", problems_of(exc)))
 
@@ -182,7 +203,7 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
     if job.error:
         st.error(job.error)
         return
-    metrics = job.tuned.metrics
+    metrics = job.metrics
     if job.key != grid_key(examples, model, descriptions):
         st.info("The examples or the model changed since tuning: Classify uses the untuned model. Tune again to "
                 "use a tuned one.")
@@ -191,7 +212,7 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
         st.info(f"This tuning was cleared from the cache (it keeps the {KEEP_TUNED_GRIDS} newest): Classify uses "
                 "the untuned model. Tune again, or save a tuning by name to keep it.")
         return
-    guard = job.tuned.guard
+    guard = metrics.get("guard") or {"choice": "tuned"}
     folds = metrics["validation"].get("folds")
     how = f" ({folds} folds, each tuned without the examples it is scored on)" if folds else ""
     took = f"Tuned in {metrics['training_seconds']:.0f} s. {guard.get('message', '')}{how}"
@@ -200,7 +221,7 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
     else:
         st.warning(took + " **Classify uses the untuned model.**")
     other = "untuned" if job.in_use == "tuned" else "tuned"
-    st.button(f"Use the {other} model" + (" anyway" if other != job.tuned.choice else ""),
+    st.button(f"Use the {other} model" + (" anyway" if other != guard.get("choice", "tuned") else ""),
               key="classify_tune_switch", on_click=lambda: setattr(job, "choice", other))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     left.text_input(f"Save the {job.in_use} model as", key="classify_tune_name", placeholder="review-sentiment")
@@ -216,7 +237,7 @@ def init_state() -> None:
         st.session_state.classify_notice = None
 
 
-KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_precision", "classify_label_names", "classify_preset",
+KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_precision", "classify_truncate", "classify_label_names", "classify_preset",
                 "classify_upload_mode", "classify_server_url", "classify_unknown", "classify_unknown_below",
                 "classify_unknown_target")
 
@@ -312,7 +333,12 @@ def show_export(inputs: list[str], examples: list[Example] | None, model: str, l
 
 
 init_state()
+open_workspace_for_page()
 restore_state()
+if (restored := st.session_state.pop("classify_tune_restore", None)) is not None:  # the workspace's tuning
+    st.session_state.classify_tune = TuneJob(key=restored["key"], model=restored["model"], folder=restored["folder"],
+                                             restored=restored["config"], done=True)
+render_sidebar()
 st.title("Classify")
 st.caption("Label a few examples, type some inputs, press **Classify**. Everything runs on this machine.")
 
@@ -334,6 +360,10 @@ with st.expander("Advanced settings", expanded=False):
                                   "int8 (opt-in) is faster still at a small accuracy cost, and is built "
                                   "once per model on first use (docs/PRECISION.md).")
     st.caption(f"In use: **{resolve_precision(precision)}**" + (" (auto)" if precision == "auto" else ""))
+    st.session_state.setdefault("classify_truncate", "END")
+    truncate = st.selectbox("Texts longer than the model takes", sorted(TRUNCATE_OPTIONS), key="classify_truncate",
+                            format_func={"END": "END: keep the start", "START": "START: keep the end",
+                                         "NONE": "NONE: refuse them"}.get)
     label_names = st.checkbox("Use the label names as a hint (untuned model)", key="classify_label_names",
                               help="The names are weighed by how well they predict your examples out of fold, so "
                                    "meaningless names cost nothing; on public sets they add about 3 points at 8 "
@@ -419,10 +449,10 @@ if st.button("Classify", type="primary"):
             if tuned is not None:  # this grid was tuned: the tuned encoder and its head answer
                 check_inputs(inputs, max_inputs=None)
                 st.session_state.classify_results = with_unknown(
-                    load_folder(tuned.folder, precision=precision).classify(inputs), unknown_below)
+                    load_folder(tuned.folder, precision=precision).classify(inputs, truncate=truncate), unknown_below)
             else:
                 st.session_state.classify_results = classify(inputs, examples if custom is None else None, model,
-                                                             precision=precision, max_inputs=None,
+                                                             precision=precision, max_inputs=None, truncate=truncate,
                                                              label_names=label_names and custom is None,
                                                              descriptions=descriptions or None,
                                                              unknown_below=unknown_below)
@@ -459,3 +489,4 @@ if custom is None:
 show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None,
             descriptions=descriptions, unknown_below=unknown_below)
 save_state()
+autosave()

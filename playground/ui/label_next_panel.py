@@ -28,6 +28,7 @@ from playground.label_next import (
 )
 from playground.ui.widgets import problem_list, problems_of, show_notice
 from playground.validation import Example, ValidationError
+from playground.workspace import restore_pool
 
 SKIP_OPTION = "(skip)"
 BATCH_COLUMNS = ["index", "text", "guess", "confidence", "label"]
@@ -69,16 +70,39 @@ def _record(examples: list[Example], model: str, precision: str) -> None:
 def _suggest(pool: LabelPool, examples: list[Example]) -> None:
     batch = pool.suggest(examples, k=int(st.session_state.get("label_k", DEFAULT_BATCH)))
     st.session_state.label_batch = batch_frame(batch) if batch else None
+    st.session_state.label_batch_edited = None  # the workspace saves the new batch, not the old one's edits
     st.session_state.label_batch_version += 1
     if not batch:
         st.session_state.label_notice = ("info", "The pool is empty: every text was labelled or skipped.")
+
+
+def _restore(state, texts, *, precision: str) -> LabelPool | None:
+    """The workspace's pool, embedded again on request (it can take minutes for a big pool)."""
+    decided = len(state.taken)
+    st.info(f"This workspace has the pool **{state.source}**: {state.n_texts - decided:,} of {state.n_texts:,} texts "
+            f"left, {decided:,} decided.")
+    if not st.button("Continue with this pool (embeds its texts again)"):
+        return None
+    bar = st.progress(0.0, text="Embedding…")
+    try:
+        pool = restore_pool(state, texts, precision=precision, progress=_progress(bar))
+    except (ValidationError, ModelNotFoundError) as exc:
+        st.error(problem_list(f"The pool **{state.source}** could not be embedded again:", problems_of(exc)))
+        return None
+    finally:
+        bar.empty()
+    st.session_state.update(label_pool=pool, label_pool_id=state.pool_id, label_pool_source=state.source,
+                            label_restore=None)
+    return pool
 
 
 def render_label_next(examples: list[Example], model: str, precision: str, grid_ok: bool,
                       set_examples: Callable[[list[Example]], None]) -> None:
     _init()
     pool: LabelPool | None = st.session_state.label_pool
-    with st.expander("Label next: suggest what to label from unlabelled texts", expanded=pool is not None):
+    restore = st.session_state.get("label_restore")  # (PoolState, texts) of the workspace, not embedded yet
+    with st.expander("Label next: suggest what to label from unlabelled texts",
+                     expanded=pool is not None or restore is not None):
         st.caption(f"Upload texts without labels (a CSV with a `text` column, or a .txt file with one text per line; "
                    f"up to {MAX_POOL_ROWS:,}). The model ranks them by how much labelling them would teach it "
                    "(the ones it is least sure of, spread over different kinds of text) and shows a batch with its "
@@ -95,12 +119,15 @@ def render_label_next(examples: list[Example], model: str, precision: str, grid_
                 st.session_state.label_notice = ("error", problem_list(
                     f"**{upload.name}** was not loaded; the pool is unchanged.", problems_of(exc)))
             else:
-                st.session_state.update(label_pool=pool, label_batch=None, label_curve=[],
+                st.session_state.update(label_pool=pool, label_batch=None, label_curve=[], label_restore=None,
+                                        label_pool_id=None, label_pool_source=upload.name,
                                         label_notice=("success", f"Loaded {pool_file.summary} from **{upload.name}**."))
                 if grid_ok:
                     _record(examples, model, precision)
             bar.empty()
         show_notice(st.session_state.label_notice)
+        if pool is None and restore is not None:
+            pool = _restore(*restore, precision=precision)
         if pool is None:
             return
         if pool.model != model:
@@ -129,6 +156,7 @@ def render_label_next(examples: list[Example], model: str, precision: str, grid_
                                                               help=f"Keep the guess, pick the right label, or "
                                                                    f"{SKIP_OPTION} to leave the text out."),
                 })
+            st.session_state.label_batch_edited = edited  # the workspace keeps the choices made so far
             if st.button("Add to examples and suggest the next batch", disabled=not grid_ok):
                 rows = [{**row, "label": None if row["label"] == SKIP_OPTION else row["label"]}
                         for row in edited.to_dict("records")]

@@ -131,8 +131,47 @@ def delete(name: str) -> None:
         st.session_state.models_notice = ("error", str(exc))
 
 
+def versions_frame(versions: list[store.ModelInfo]) -> pd.DataFrame:
+    """One row per version of a model, the current first: when it was made, on how much, how well."""
+    rows = []
+    for i, v in enumerate(versions):
+        trained = v.metrics.get("trained", {})
+        rows.append({"version": v.version, "current": i == 0, "created": v.created, "examples": v.n_examples,
+                     **{k: trained.get(k) for k in headline_keys(trained)}, "problem": v.problem or ""})
+    return pd.DataFrame(rows)
+
+
+def rollback(name: str, version: int) -> None:
+    try:
+        info = store.rollback_model(name, version)
+        st.session_state.models_notice = ("success", f"**{name}** uses version {info.version} again: the API, the CLI "
+                                          f"and the pages now answer with it. The other versions are kept.")
+    except (ValidationError, LookupError, OSError) as exc:
+        st.session_state.models_notice = ("error", str(exc))
+
+
+def show_versions(info: store.ModelInfo) -> None:
+    """Every version of a model with its scores; any earlier one can be made current again."""
+    try:
+        versions = store.list_versions(info.name)
+    except LookupError:
+        return
+    if len(versions) < 2:
+        return
+    st.markdown(f"**Versions** (saving under the name **{info.name}** again adds one; call an earlier one as "
+                f"`{info.name}@<version>` from the API and CLI)")
+    st.dataframe(versions_frame(versions), hide_index=True, width="stretch")
+    left, right = st.columns(2, vertical_alignment="bottom")
+    older = [v.version for v in versions[1:] if v.status == "ok"]
+    if older:
+        chosen = left.selectbox("Earlier version", older, key=f"models_version_{info.name}")
+        right.button(f"Make version {chosen} current", key=f"models_rollback_{info.name}", on_click=rollback,
+                     args=(info.name, chosen))
+
+
 def show_model(info: store.ModelInfo) -> None:
-    with st.expander(f"{info.name} · {info.type} · {info.base_model}" + (" · broken" if info.status != "ok" else "")):
+    title = f"{info.name} · {info.type} · {info.base_model}" + (f" · version {info.version}" if info.version > 1 else "")
+    with st.expander(title + (" · broken" if info.status != "ok" else "")):
         if info.status != "ok":
             st.error(f"This model cannot be used: {info.problem}")
         else:
@@ -140,6 +179,7 @@ def show_model(info: store.ModelInfo) -> None:
                        f"created {info.created}")
             if info.metrics:
                 show_metrics(info.metrics)
+            show_versions(info)
         left, right = st.columns(2, vertical_alignment="bottom")
         left.text_input("New name", key=f"models_rename_{info.name}", value=info.name)
         left.button("Rename", key=f"models_rename_btn_{info.name}", on_click=rename, args=(info.name,))

@@ -6,11 +6,15 @@ get_open_cell_overlay) in github.com/streamlit/streamlit.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
+
+from playground.store import MODELS_DIR_ENV
+from playground.workspace import WORKSPACES_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -18,6 +22,15 @@ RUN_TIMEOUT_MS = 180_000
 """A script run may include the first model load of the session (seconds, on a shared CPU)."""
 ROW_PX = 35
 """glide-data-grid's row height in Streamlit, header included (as in Streamlit's e2e helpers)."""
+VIEWPORT = {"width": 1400, "height": 1000}
+SERVER_START_SECONDS = 90
+STREAMLIT_ARGS = ["run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
+                  "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+
+
+def server_env(models_dir: Path, workspaces_dir: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            MODELS_DIR_ENV: str(models_dir), WORKSPACES_DIR_ENV: str(workspaces_dir)}
 
 
 def wait_for_app(page: Page, settle_ms: int = 300) -> None:
@@ -28,6 +41,17 @@ def wait_for_app(page: Page, settle_ms: int = 300) -> None:
     page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
         state="attached", timeout=RUN_TIMEOUT_MS)
     page.wait_for_timeout(settle_ms)
+
+
+def new_page(browser: Browser, server_url: str, workspace: str) -> Page:
+    """A new browser context (a new Streamlit session) on ``?w=workspace``, the app loaded; close its ``.context``."""
+    context = browser.new_context(viewport=VIEWPORT, base_url=server_url, accept_downloads=True,
+                                  permissions=["clipboard-read", "clipboard-write"])
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(f"{server_url}/?w={workspace}")
+    wait_for_app(page)
+    return page
 
 
 def click_button(page: Page, name: str) -> None:
@@ -44,7 +68,8 @@ def open_expander(page: Page, title: str) -> Locator:
 
 
 def grid(page: Page) -> Locator:
-    return page.get_by_test_id("stDataFrame").first
+    """The examples grid: the main area's first table (the sidebar lists the workspaces in one too)."""
+    return page.get_by_test_id("stMain").get_by_test_id("stDataFrame").first
 
 
 ROWS_JS = "rows => rows.map(r => [r.getAttribute('aria-rowindex'), [...r.querySelectorAll('td')].map(c => c.innerText)])"

@@ -11,41 +11,43 @@ Chromium is Debian's (``apt-get install -y chromium``), never ``playwright insta
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_helpers import wait_for_app
+from browser_helpers import SERVER_START_SECONDS, STREAMLIT_ARGS, VIEWPORT, new_page, server_env
 from live_server import free_port, running
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from playground.store import MODELS_DIR_ENV
+from playground.presets import DEFAULT_PRESET, load_preset
+from playground.workspace import Workspace, create_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SERVER_START_SECONDS = 90
-VIEWPORT = {"width": 1400, "height": 1000}
 
 expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> Iterator[str]:
+def browser_workspaces(tmp_path_factory) -> Path:
+    """The session server's workspaces folder (each journey opens its own workspace in it)."""
+    return tmp_path_factory.mktemp("browser-workspaces")
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory, browser_workspaces) -> Iterator[str]:
     """``streamlit run app.py`` from the project root; its log is printed if it never comes up."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     models_dir = tmp_path_factory.mktemp("models")  # journeys train into a throwaway folder
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           MODELS_DIR_ENV: str(models_dir)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    command = [sys.executable, "-m", "streamlit", *STREAMLIT_ARGS, "--server.port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    with running(command, health_url=url + "/_stcore/health", cwd=ROOT, env=env, log_path=log_path,
-                 timeout=SERVER_START_SECONDS):
+    with running(command, health_url=url + "/_stcore/health", cwd=ROOT, env=server_env(models_dir, browser_workspaces),
+                 log_path=log_path, timeout=SERVER_START_SECONDS):
         yield url
 
 
@@ -63,18 +65,20 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, server_url: str) -> Iterator[Page]:
-    """A new context per test is a new Streamlit session: each journey starts from the seed preset."""
-    context = browser.new_context(viewport=VIEWPORT, base_url=server_url, accept_downloads=True,
-                                  permissions=["clipboard-read", "clipboard-write"])
-    context.set_default_timeout(30_000)
-    page = context.new_page()
+def workspace_name(request) -> str:
+    """The journey's own workspace (``?w=``), named after the test: a new one, from the seed preset."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name.removeprefix("test_"))[:64]
+
+
+@pytest.fixture
+def page(browser: Browser, server_url: str, browser_workspaces: Path, workspace_name: str) -> Iterator[Page]:
+    """A new context per test is a new Streamlit session on its own workspace: each journey starts from the seed preset."""
+    create_workspace(workspace_name, Workspace.from_preset(load_preset(DEFAULT_PRESET)), browser_workspaces)
+    page = new_page(browser, server_url, workspace_name)
     try:
-        page.goto(server_url + "/")
-        wait_for_app(page)
         yield page
     finally:
-        context.close()
+        page.context.close()
 
 
 @pytest.fixture

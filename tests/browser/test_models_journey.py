@@ -80,7 +80,7 @@ def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
     go_to(page, "Classify")
     choose_model(page, f"{MODEL} (custom)")
     expect(page.get_by_text("labels: billing, shipping. It needs no examples.")).to_be_visible()
-    expect(page.get_by_test_id("stDataFrame")).to_have_count(0)  # no examples grid for a custom model
+    expect(page.get_by_test_id("stMain").get_by_test_id("stDataFrame")).to_have_count(0)  # no examples grid: custom model
     inputs = ["I was charged twice for my subscription", "My parcel is lost, the tracking has not moved"]
     inputs_box(page).fill("\n".join(inputs))
     inputs_box(page).press("Control+Enter")
