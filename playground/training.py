@@ -865,15 +865,14 @@ def _run_jobs(jobs: Sequence[Callable[[int | None], Any]], workers: int, threads
 
 
 def save_tuned(tuned: TunedModel, name: str, *, directory: Path | None = None) -> ModelInfo:
-    """Save a ``TunedModel`` by name (atomically, under the training lock): a custom model like any other."""
+    """Save a ``TunedModel`` by name (atomically, under the training lock): a custom model like any other.
+    An existing name gets a new version; the earlier ones are kept (``store.list_versions``, ``name@n``)."""
     validate_model_name(name)
     directory = directory or models_dir()
-    if (directory / name).exists():
-        raise ValidationError(f"a model named {name!r} already exists in {directory}: delete it or pick another name")
     with TrainingLock(directory, name):
         remove_leftovers(directory)  # temp folders of a save that was killed (kill -9, power cut)
         return save_model(name, config=tuned.saved_config(), head_arrays=tuned.chosen()[1].to_arrays(),
-                          write_body=tuned.write_body, directory=directory)
+                          write_body=tuned.write_body, directory=directory, replace=True)
 
 
 def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool | None = None,
@@ -882,16 +881,14 @@ def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool 
           cancel: CancelFlag | None = None, directory: Path | None = None) -> ModelInfo:
     """Tune a custom model (``tune``) and save it under ``name``; returns its ``ModelInfo`` (metrics included).
 
-    ``name``: letters, digits, ``-`` and ``_``; must not exist yet. One training at a time per models
-    folder (``TrainingBusyError``); the rest is ``tune``'s parameters.
+    ``name``: letters, digits, ``-`` and ``_``; an existing name gets a new version, the earlier ones are kept.
+    One training at a time per models folder (``TrainingBusyError``); the rest is ``tune``'s parameters.
 
     >>> info = train("tickets.csv", "support-topics")
     >>> info.metrics["trained"]["accuracy"], info.metrics["baseline"]["accuracy"]
     """
     validate_model_name(name)
     directory = directory or models_dir()
-    if (directory / name).exists():
-        raise ValidationError(f"a model named {name!r} already exists in {directory}: delete it or pick another name")
     inputs = _checked_inputs(data, base_model, multi_label, validation, settings, descriptions)  # before the lock:
     # bad data is reported as such (not as "busy") and leaves no models folder behind
     with TrainingLock(directory, name):
@@ -906,7 +903,7 @@ def train(data: Any, name: str, *, base_model: str = "small", multi_label: bool 
             progress(TrainingProgress("saving", 1, 1, tuned.metrics["training_seconds"], None,
                                       f"saving to {directory / name}"))
         info = save_model(name, config=tuned.saved_config(), head_arrays=tuned.chosen()[1].to_arrays(),
-                          write_body=tuned.write_body, directory=directory)
+                          write_body=tuned.write_body, directory=directory, replace=True)
         if progress is not None:
             progress(TrainingProgress("done", 1, 1, tuned.metrics["training_seconds"], 0.0, f"saved model {name!r}"))
     return info

@@ -387,8 +387,8 @@ def test_tune_saves_nothing_until_save_tuned(tmp_path, monkeypatch):
     assert all(r.prediction in {"billing", "shipping"} for r in result)
     X = tuned.body.encode(texts, normalize_embeddings=True)
     assert [r.prediction for r in result] == [str(p) for p in tuned.head.predict(X)]  # the saved model is the tuned one
-    with pytest.raises(ValidationError, match="a model named 'kept' already exists"):
-        save_tuned(tuned, "kept", directory=directory)
+    again = save_tuned(tuned, "kept", directory=directory)  # a new version; the first is kept
+    assert again.version == 2 and [v.version for v in store.list_versions("kept", directory)] == [2, 1]
     with pytest.raises(ValidationError, match="model name"):
         save_tuned(tuned, "../kept", directory=directory)
 

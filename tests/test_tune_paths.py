@@ -74,7 +74,7 @@ def test_a_tuned_grid_is_cached_as_a_model_folder_and_classifies(isolated, seed)
 def test_the_api_tunes_a_model_that_classify_then_uses_by_name(isolated, seed):
     client = TestClient(create_app(api_key="", preload=False), raise_server_exceptions=False)
     examples = [ex.to_dict() for ex in seed.examples]
-    body = {"name": "api-tuned", "examples": examples, "model": "small", "cv_folds": 2, "time_budget_s": 5}
+    body = {"name": "api-tuned", "examples": examples, "model": "small", "cv_folds": 2, "steps": 12}
     created = client.post("/v1/tune", json=body)
     assert created.status_code == 201, created.text
     entry = created.json()
@@ -83,8 +83,9 @@ def test_the_api_tunes_a_model_that_classify_then_uses_by_name(isolated, seed):
     answer = client.post("/v1/classify", json={"inputs": list(seed.inputs), "model": "api-tuned"})
     assert answer.status_code == 200
     assert [c["prediction"] for c in answer.json()["classifications"]] == ["negative", "negative"]
-    again = client.post("/v1/tune", json=body)
-    assert again.status_code == 400 and "already exists" in again.json()["message"]
+    again = client.post("/v1/tune", json={**body, "keep": "tuned"})  # the same name: a new version, the first kept
+    assert again.status_code == 201 and again.json()["version"] == 2, again.text
+    assert again.json()["metrics"]["guard"]["chosen_by"] in ("scores", "settings")
     too_few = client.post("/v1/tune", json={**body, "name": "x", "examples": examples[:3]})
     assert too_few.status_code == 400 and "at least 2" in too_few.json()["message"]
     bad = client.post("/v1/tune", json={**body, "name": "y", "cv_folds": 1})
