@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--why", default="", help="with --merge: a few words on why the sections were run again")
     p.add_argument("--datasets", default="", help="comma-separated single-label sets to use (default: every set found)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    p.add_argument("--models", default="", help="comma-separated base models for the trained and setfit sections "
+                                                "(default: small,large)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="stop starting sections after this long (default 30 for full, none for --quick)")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"--datasets names sets not in {data}: {missing}; found {cfg.datasets}", file=sys.stderr)
             return 2
-        for name in ("datasets", "large_datasets", "precision_datasets", "trained_datasets", "trained_large_datasets",
+        for name in ("datasets", "large_datasets", "precision_datasets", "trained_datasets",
                      "setfit_datasets", "throughput_datasets"):
             kept = [d for d in getattr(cfg, name) if d in wanted]
             setattr(cfg, name, kept or ([wanted[0]] if name != "throughput_datasets" else wanted[:2]))
@@ -125,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg.training_dataset = wanted[-1]
     if args.seeds:
         cfg.seeds = list(range(args.seeds))
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        cfg.trained_models = [m for m in cfg.trained_models if m in models]
+        cfg.setfit_models = [m for m in cfg.setfit_models if m in models]
     if not cfg.datasets:
         print(f"no <set>/train.csv + test.csv folders in {data}", file=sys.stderr)
         return 2
