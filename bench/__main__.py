@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--why", default="", help="with --merge: a few words on why the sections were run again")
     p.add_argument("--datasets", default="", help="comma-separated single-label sets to use (default: every set found)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    p.add_argument("--tuning", default="", help="JSON of tuning settings for the trained rows, over the recipe's "
+                                                "(a study arm, e.g. '{\"learning_rate\": 2e-4}'); recorded in the results")
     p.add_argument("--models", default="", help="comma-separated base models for the trained and setfit sections "
                                                 "(default: small,large)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.training_dataset = wanted[-1]
     if args.seeds:
         cfg.seeds = list(range(args.seeds))
+    if args.tuning:
+        cfg.trained_tuning = json.loads(args.tuning)
     if args.models:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         cfg.trained_models = [m for m in cfg.trained_models if m in models]

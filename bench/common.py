@@ -62,6 +62,8 @@ class Config:
     trained_long_test_cap: int = 200
     """Test rows of imdb, 20newsgroups, enron_spam: a long text costs the large model ~2 s here."""
     trained_threads: int | None = None
+    trained_tuning: dict[str, Any] = field(default_factory=dict)
+    """Tuning settings over the recipe's for a study arm (empty: the product's recipe)."""
     trained_steps: int | None = None
     """None: the recipe's steps; --quick times the harness with fewer."""
     setfit_datasets: list[str] = field(default_factory=lambda: list(SINGLE_LABEL_SETS))

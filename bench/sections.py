@@ -214,7 +214,8 @@ def trained(cfg: dict) -> dict:
         for name in cfg["trained_datasets"]:
             cap = cfg["trained_long_test_cap"] if name in LONG_SETS else cfg["trained_test_cap"]
             ds = load_single_label(cfg["data"], name, cap)
-            overrides = {"steps": cfg["trained_steps"]} if cfg.get("trained_steps") else None
+            overrides = {**({"steps": cfg["trained_steps"]} if cfg.get("trained_steps") else {}),
+                         **cfg.get("trained_tuning", {})} or None
             tuned_rows(model, ds, cfg["trained_seeds"], cfg["trained_n"], cfg["trained_alphas"],
                        on_row=lambda r: (rows.append(r), _checkpoint({"rows": rows})), settings_overrides=overrides)
     recipes = {k: vars(v) for k, v in RECIPES.items()}
