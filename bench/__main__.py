@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     p.add_argument("--tuning", default="", help="JSON of tuning settings for the trained rows, over the recipe's "
                                                 "(a study arm, e.g. '{\"learning_rate\": 2e-4}'); recorded in the results")
+    p.add_argument("--alphas", default="", help="comma-separated WiSE-FT mixes scored beside the recipe's (default 0.5,0.75,1)")
     p.add_argument("--trained-seeds", default="", help="comma-separated seeds of the trained rows (default 0-4)")
     p.add_argument("--models", default="", help="comma-separated base models for the trained and setfit sections "
                                                 "(default: small,large)")
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.training_dataset = wanted[-1]
     if args.seeds:
         cfg.seeds = list(range(args.seeds))
+    if args.alphas:
+        cfg.trained_alphas = [float(x) for x in args.alphas.split(",")]
     if args.trained_seeds:
         cfg.trained_seeds = [int(x) for x in args.trained_seeds.split(",")]
     if args.tuning:
