@@ -78,7 +78,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "small": Recipe(top_layers=4, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=0.75,
                     dropout=True),
-    "large": Recipe(top_layers=6, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=0.75,
+    "large": Recipe(top_layers=6, learning_rate=2e-4, steps=40, batch_tokens=1024, interpolation=0.5,
                     dropout=True),
 }
 """``small``: encoders under 50M parameters (MiniLM-L6: 23M); ``large``: the rest (MPNet-base: 110M)."""

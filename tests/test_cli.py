@@ -86,7 +86,7 @@ def test_train_without_cross_validation_says_so(tmp_path):
     four = tmp_path / "four.csv"
     four.write_text("text,label\nI was charged twice,billing\nThe refund never came,billing\n"
                     "My parcel is lost,shipping\nThe courier never came,shipping\n")
-    done = run_cli(tmp_path / "models", "train", str(four), "--name", "four", "--max-steps", "2", "--cv-folds", "0",
+    done = run_cli(tmp_path / "models", "train", str(four), "--name", "four", "--steps", "2", "--cv-folds", "0",
                    "--label-names", "never")
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads(done.stdout)

@@ -110,7 +110,7 @@ def test_the_python_export_with_descriptions_runs_and_matches_the_engine(seed, t
 def test_tuning_from_a_described_csv_uses_its_descriptions(tmp_path):
     path = tmp_path / "described.csv"
     path.write_text(DESCRIBED_CSV, encoding="utf-8")
-    settings = TrainingSettings(max_steps=2, cv_folds=0, use_label_names="always", num_threads=1)
+    settings = TrainingSettings(steps=2, cv_folds=0, use_label_names="always", num_threads=1)
     tuned = tune(path, settings=settings)
     assert tuned.config["training"]["descriptions"] == DESCRIPTIONS
     plain = tmp_path / "plain.csv"

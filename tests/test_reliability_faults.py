@@ -39,7 +39,7 @@ from playground.validation import ValidationError
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "playground"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-TRAIN_ARGS = ["train", str(SINGLE_CSV), "--time-budget", "0.5", "--max-steps", "4", "--label-names", "never",
+TRAIN_ARGS = ["train", str(SINGLE_CSV), "--steps", "4", "--label-names", "never",
               "--cv-folds", "2"]
 
 

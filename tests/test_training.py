@@ -495,7 +495,7 @@ def test_cancel_during_cross_validation_saves_nothing(tmp_path):
     with pytest.raises(TrainingCancelled, match="nothing was saved"):
         train(FOUR, "cancelled", settings=TINY, progress=progress, cancel=flag, directory=directory)
     assert [p.phase for p in seen] == ["checking"] + ["tuning"] * 4 + ["cross-validating"]
-    assert (seen[-1].step, seen[-1].total) == (1, 2) and seen[-1].message.endswith("fold 1/2, step 1/4")
+    assert (seen[-1].step, seen[-1].total) == (1, 8) and seen[-1].message.endswith("2 folds, each tuned without its fold, step 1/8")
     assert list(directory.iterdir()) == []  # no model, no temp folder, no lock file
     with TrainingLock(directory, "next"):
         pass
@@ -549,9 +549,12 @@ def test_models_page_lists_models_and_classify_page_uses_a_custom_one(models_roo
     assert any(c.startswith("Scores cross-validated on your 48 examples (2 folds;") and "4 tuning steps" in c
                for c in captions), captions
     numbers = {w.label.split(" (")[0]: w for w in at.number_input}
-    assert set(numbers) >= {"Time budget for tuning", "Cross-validation folds for the scores"}, list(numbers)
-    assert not set(numbers) & {"Epochs", "Pairs", "Batch size"}
-    assert numbers["Time budget for tuning"].value == 0 and numbers["Cross-validation folds for the scores"].value == 3
+    assert set(numbers) >= {"Tuning steps", "Cross-validation folds for the scores"}, list(numbers)
+    assert not set(numbers) & {"Epochs", "Pairs", "Batch size", "Time budget for tuning"}
+    assert numbers["Tuning steps"].value == 0 and numbers["Cross-validation folds for the scores"].value == 3
+    keep = next(s for s in at.selectbox if s.label == "Keep")
+    assert keep.options == ["the better of tuned and untuned (by the honest scores)", "the tuned model, always"]
+    assert keep.value == "best"
     names = next(s for s in at.selectbox if s.label == "Use the label names")
     assert names.options == ["auto", "always", "never"] and names.value == "auto"
 

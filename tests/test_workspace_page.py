@@ -221,12 +221,13 @@ def test_a_workspace_reopens_its_tuning_and_saves_it_as_model_versions(workspace
     monkeypatch.setenv(store.MODELS_DIR_ENV, str(tmp_path / "models"))
     monkeypatch.setenv("CLASSIFY_CACHE_DIR", str(tmp_path / "cache"))
     examples = list(SEED.examples)
-    _, folder = tune_grid(examples, "small", settings=TrainingSettings(max_steps=4, cv_folds=2, num_threads=1))
+    _, folder = tune_grid(examples, "small", settings=TrainingSettings(steps=4, cv_folds=2, num_threads=1,
+                                                                                 keep="tuned"))
     create_workspace("tuned-ws", Workspace(**{**Workspace.from_preset(SEED).__dict__,
                                               "tuned_grid": grid_key(examples, "small")}))
     at = tab("tuned-ws")
     assert not at.exception
-    assert any("Classify now uses the tuned model" in s.value for s in at.success)
+    assert any("Classify uses the tuned model" in s.value for s in at.success)
     click(at, "Classify")
     assert not at.exception and not at.error
     for n in (1, 2):

@@ -207,7 +207,7 @@ with st.form("models_train", border=True):
     base = st.selectbox("Base model", list(BASE_MODELS), format_func=lambda m: BASE_MODELS[m].title)
     defaults = TrainingSettings()
     with st.expander("Advanced settings"):
-        steps = st.number_input("Tuning steps (0 = the recipe's default, 40)", 0, 1000, 0,
+        steps = st.number_input("Tuning steps (0 = the recipe's default for the model)", 0, 1000, 0,
                                 help="Fixed before tuning starts: the same examples give the same model.")
         keep = st.selectbox("Keep", ["best", "tuned"], format_func=lambda k: {
             "best": "the better of tuned and untuned (by the honest scores)", "tuned": "the tuned model, always"}[k])
