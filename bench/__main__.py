@@ -2,8 +2,9 @@
 
     python -m bench                           # full (about 30 min on 2 cores), data from ../shared/data
     python -m bench --quick                   # about 3 min: 1 seed, small model, test capped at 500
-    python -m bench --extended --skip accuracy,latency,coldstart,throughput,http \
-        --out docs/BENCHMARKS-trained.md --json bench/results-trained.json   # every large training (~1 h)
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,training_time,multilabel,active \
+        --models large --datasets cr,sst2 --json /tmp/large.json --out /tmp/large.md   # tuned + setfit rows, a shard
+    python -m bench --merge /tmp/large.json /tmp/small.json --why "..."  # shards into bench/results.json + the report
     python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
     python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit \
         --out /tmp/B.md --json bench/results-active.json   # only the label-next simulation (docs/LABEL_NEXT.md)

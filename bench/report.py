@@ -106,8 +106,10 @@ def tuning_summary(results: dict) -> dict[str, dict[str, dict[str, Any]]]:
                  "worst_vs_untuned": round(float((acc - base)[worst]), 2), "worst_seed": recipe[worst]["seed"],
                  "worst_tuned": round(float(acc[worst]), 2), "worst_untuned": round(float(base[worst]), 2),
                  "mixes": mixes, "tune_s_mean": round(float(np.mean(secs)), 1), "tune_s_max": round(float(max(secs)), 1),
-                 "load": [round(float(np.mean([r["load_before"] for r in recipe])), 1),
-                          round(float(np.mean([r["load_after"] for r in recipe])), 1)],
+                 "load": None if any("load_before" not in r for r in recipe) else
+                 [round(float(np.mean([r["load_before"] for r in recipe])), 1),
+                  round(float(np.mean([r["load_after"] for r in recipe])), 1)],
+                 "seed_list": sorted(r["seed"] for r in recipe),
                  "n_test": recipe[0].get("n_test"), "steps": sorted({r["steps"] for r in recipe}),
                  "sampled_batches": any(r.get("sampled_batches") for r in recipe)}
         if peers:
@@ -124,28 +126,33 @@ def tuning_summary(results: dict) -> dict[str, dict[str, dict[str, Any]]]:
 def tuning_tables(results: dict, summary: dict) -> list[str]:
     if not summary:
         return []
+    source = (results["sections"].get("trained") or {}).get("source")
     L = ["## Tuning on the user's examples (issue #24): tuned, untuned and the setfit library, every set", "",
-         "N = 8 examples per label drawn with seeds 0-4 (the same samples for every column), accuracy in % on the "
-         "same test rows (500 per set; 200 for the long-text sets imdb, 20newsgroups, enron_spam). *tuned*: the "
+         "N = 8 examples per label drawn with the seeds shown (the same samples for every column), accuracy in % on "
+         "the first *test rows* of each set's test split (the same rows for tuned, untuned and the mixes). *tuned*: the "
          "product's `tuning.tune_encoder` with its recipe (`tuning.RECIPES`); *worst seed*: the seed whose tuned "
          "result fell furthest below (or least above) its own untuned one, shown as tuned vs untuned; *mix α*: the "
          "same tuning with a different WiSE-FT weight (1.0 = the tuned layers as trained); *setfit*: setfit 1.2.0, "
          "`TrainingArguments(num_epochs=1)`, same base model and samples (its seeds in brackets when fewer); "
          "*tuned − setfit*: on the seeds both ran. Seconds: tuning only, this machine, with the load average.", ""]
+    if source:
+        L += [f"Where these rows come from: {source}", ""]
     for model, sets in summary.items():
         alphas = sorted({a for e in sets.values() for a in e["mixes"]}, key=float)
         L += [f"### {model}", "",
-              "| set | untuned | tuned (α " + _fmt(next(iter(sets.values()))["alpha"], 2) + ") | worst seed: tuned vs untuned | "
+              "| set | seeds | test rows | untuned | tuned (α " + _fmt(next(iter(sets.values()))["alpha"], 2) + ") | worst seed: tuned vs untuned | "
               + " | ".join(f"mix α {a}" for a in alphas) + " | setfit | tuned − setfit | tuning s mean (max) | load |",
-              "|---|---|---|---|" + "---|" * len(alphas) + "---|---|---|---|"]
+              "|---|---|---|---|---|---|" + "---|" * len(alphas) + "---|---|---|---|"]
         for dataset, e in sets.items():
             peer = "–" if "setfit" not in e else (f"{e['setfit']:.1f}" + (f" ({len(e['setfit_seeds'])} seeds)"
                                                                          if len(e["setfit_seeds"]) < e["seeds"] else ""))
             diff = "–" if "setfit" not in e else f"{e['tuned_minus_setfit_same_seeds']:+.1f}"
-            L.append(f"| {dataset} | {e['untuned']:.1f} | {e['tuned']:.1f} ± {e['tuned_sd']:.1f} | "
+            seeds = ",".join(map(str, e.get("seed_list", []))) or str(e["seeds"])
+            load = "–" if not e.get("load") else f"{e['load'][0]} / {e['load'][1]}"
+            L.append(f"| {dataset} | {seeds} | {e.get('n_test') or '–'} | {e['untuned']:.1f} | {e['tuned']:.1f} ± {e['tuned_sd']:.1f} | "
                      f"{e['worst_tuned']:.1f} vs {e['worst_untuned']:.1f} (seed {e['worst_seed']}) | "
                      + " | ".join(_fmt(e["mixes"].get(a)) for a in alphas)
-                     + f" | {peer} | {diff} | {e['tune_s_mean']:.0f} ({e['tune_s_max']:.0f}) | {e['load'][0]} / {e['load'][1]} |")
+                     + f" | {peer} | {diff} | {e['tune_s_mean']:.0f} ({e['tune_s_max']:.0f}) | {load} |")
         means = {k: np.mean([e[k] for e in sets.values()]) for k in ("untuned", "tuned")}
         L += ["", f"Mean over the {len(sets)} sets: untuned {means['untuned']:.1f}, tuned {means['tuned']:.1f}.", ""]
     return L
