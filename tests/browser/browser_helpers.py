@@ -83,9 +83,9 @@ def grid_rows(page: Page) -> list[tuple[str, str]]:
     """
     seen: dict[int, tuple[str, str]] = {}
     table_rows = grid(page).locator("table tbody tr")
-    # a new tab's first script run can still be drawing after the app reports "not running" (seen under load)
-    grid(page).wait_for(state="visible", timeout=RUN_TIMEOUT_MS)
-    grid(page).hover()
+    # a new tab's first script run can still be drawing after the app reports "not running" (seen under load):
+    # hover waits for the grid to be visible, as long as a script run may take
+    grid(page).hover(timeout=RUN_TIMEOUT_MS)
     page.mouse.wheel(0, -100_000)
     if table_rows.count():  # an empty grid has no rows to wait for
         expect(table_rows.first).to_have_attribute("aria-rowindex", "2")  # scrolled to the top

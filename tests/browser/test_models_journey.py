@@ -19,9 +19,10 @@ pytestmark = pytest.mark.browser
 TRAIN_CSV = FIXTURES / "browser_train.csv"
 MODEL = "browser-support"
 TRAIN_SECONDS = 600
+TUNING_STEPS, FOLDS = 4, 2
 ELAPSED_TEXT = re.compile(r"^(\d+) s\b")
 TUNING_TEXT = re.compile(r"tuning the encoder on all 40 examples, step (\d+)/(\d+)$")
-FOLD_TEXT = re.compile(r"scoring on held-out examples: 2 folds, each tuned without its fold, step (\d+)/(\d+)$")
+FOLD_TEXT = re.compile(rf"scoring on held-out examples: {FOLDS} folds, each tuned without its fold, step (\d+)/(\d+)$")
 
 
 def go_to(page: Page, title: str) -> None:
@@ -51,8 +52,8 @@ def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
     upload_to(page, form.get_by_test_id("stFileUploader").filter(has_text="Training data"), TRAIN_CSV)
     form.get_by_role("textbox", name="Model name").fill(MODEL)
     open_expander(page, "Advanced settings")
-    form.get_by_role("spinbutton", name=re.compile(r"^Tuning steps")).fill("4")
-    form.get_by_role("spinbutton", name=re.compile(r"^Cross-validation folds")).fill("2")
+    form.get_by_role("spinbutton", name=re.compile(r"^Tuning steps")).fill(str(TUNING_STEPS))
+    form.get_by_role("spinbutton", name=re.compile(r"^Cross-validation folds")).fill(str(FOLDS))
     form.get_by_role("button", name="Train", exact=True).click()
 
     started = time.monotonic()
@@ -60,7 +61,7 @@ def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
     print(f"training took {time.monotonic() - started:.1f}s in the browser; progress seen: {seen}")
     expect(page.get_by_test_id("stAlertContentSuccess")).to_have_text(
         f"Model {MODEL} is saved; pick it on the Classify page.")
-    scores = page.get_by_text(re.compile(r"^Scores cross-validated on your 40 examples \(2 folds;"))
+    scores = page.get_by_text(re.compile(rf"^Scores cross-validated on your 40 examples \({FOLDS} folds;"))
     expect(scores.first).to_be_visible()
     elapsed = [int(m.group(1)) for m in map(ELAPSED_TEXT.match, seen) if m]
     steps = [tuple(map(int, m.groups())) for m in map(TUNING_TEXT.search, seen) if m]
@@ -68,9 +69,9 @@ def test_train_custom_model_then_classify_with_it(page: Page, screenshot):
     assert seen and (seen[0] == "Starting…" or elapsed), seen  # a bar was shown while training ran
     assert elapsed == sorted(elapsed), seen  # the clock only moves forward
     assert [s for s, _ in steps] == sorted(s for s, _ in steps), seen  # tuning steps only move forward
-    assert all(total == steps[0][1] for _, total in steps), seen
+    assert all(total == TUNING_STEPS for _, total in steps), seen
     assert [s for s, _ in folds] == sorted(s for s, _ in folds), seen  # then the folds' steps, forward only
-    assert all(total == 2 * 4 for _, total in folds) and all(total == 4 for _, total in steps), seen
+    assert all(total == FOLDS * TUNING_STEPS for _, total in folds), seen  # every fold tunes the same steps
     if steps and folds:  # the bar showed both phases: tuning came first
         assert seen.index(next(t for t in seen if TUNING_TEXT.search(t))) < \
             seen.index(next(t for t in seen if FOLD_TEXT.search(t))), seen
