@@ -25,6 +25,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
+from .batching import tokenized_batches
 from .onnx_int8 import OnnxBody, load_int8_body
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -228,15 +229,14 @@ class TorchBody:
                               return_tensors="pt")
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised float32 embeddings; the longest texts batched together, as sentence-transformers does."""
+        """L2-normalised float32 embeddings; texts of like token length batched together (``batching.py``)."""
         import torch
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                rows = order[start:start + batch_size]
-                features = self.tokenize([texts[i] for i in rows])
+            for rows, arrays in tokenized_batches(self.tokenizer, texts, max_length=self.max_seq_length,
+                                                  max_rows=batch_size):
+                features = {name: torch.from_numpy(array) for name, array in arrays.items()}
                 hidden = self.model(**features).last_hidden_state.float()
                 mask = features["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
+from .batching import tokenized_batches
 
 INT8_DIR = "int8"
 ONNX_NAME = "model.onnx"
@@ -140,15 +141,12 @@ class OnnxBody:
                               max_length=self.max_seq_length, return_tensors="np")
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised float32 embeddings; longest texts batched together to cut padding."""
+        """L2-normalised float32 embeddings; texts of like token length batched together (``batching.py``)."""
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        for start in range(0, len(texts), batch_size):
-            rows = order[start:start + batch_size]
-            features = self.tokenize([texts[i] for i in rows])
-            feed = {name: np.asarray(features[name], dtype=np.int64) for name in self.inputs}
-            hidden = self.session.run(None, feed)[0]
-            mask = np.asarray(features["attention_mask"], dtype=np.float32)[..., None]
+        for rows, features in tokenized_batches(self.tokenizer, texts, max_length=self.max_seq_length,
+                                                max_rows=batch_size):
+            hidden = self.session.run(None, {name: features[name] for name in self.inputs})[0]
+            mask = features["attention_mask"].astype(np.float32)[..., None]
             pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             out[rows] = pooled / norms
