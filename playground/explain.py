@@ -23,6 +23,7 @@ explanations have no nearest examples and say so in ``note``.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -288,7 +289,38 @@ def classify(inputs: str | Sequence[str], examples: Any = None, model: str = "sm
         return results
     answers = [results] if isinstance(inputs, str) else results
     classifier = get_classifier(examples, model, **{k: v for k, v in options.items() if k in FIT_OPTIONS})
-    explanations = explain_texts(classifier, [r.input for r in answers], truncate=options.get("truncate", "END"),
-                                 results=answers)
-    explained = [replace(r, explanation=e) for r, e in zip(answers, explanations)]
+    explained = with_explanations(classifier, answers, truncate=options.get("truncate", "END"))
     return explained[0] if isinstance(inputs, str) else explained
+
+
+def with_explanations(classifier: Classifier, results: Sequence[Classification], *,
+                      truncate: str = "END") -> list[Classification]:
+    """``results`` (``classifier``'s answers) each with its ``explanation``: for callers that hold the classifier."""
+    explanations = explain_texts(classifier, [r.input for r in results], truncate=truncate, results=results)
+    return [replace(r, explanation=e) for r, e in zip(results, explanations)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Showing it
+
+TOWARD_RGB, AWAY_RGB = "22, 163, 74", "220, 38, 38"
+"""Green toward the label, red away (the page's legend says so)."""
+
+
+def tinted_html(text: str, words: Sequence[WordWeight]) -> str:
+    """``text`` as HTML, each weighed word on a background as strong as its weight (the strongest word at full tint).
+
+    The user's text is escaped (``html.escape``) and its line breaks become ``<br>``, so the result
+    is one inert HTML block whatever the text holds; a word's weight is in its ``title`` (hover).
+    """
+    strongest = max((abs(w.weight) for w in words), default=0.0) or 1.0
+    parts, at = [], 0
+    for w in words:
+        parts.append(html.escape(text[at:w.start]))
+        alpha = round(0.75 * abs(w.weight) / strongest, 2)
+        rgb = TOWARD_RGB if w.weight >= 0 else AWAY_RGB
+        parts.append(f'<span style="background-color: rgba({rgb}, {alpha}); border-radius: 3px; padding: 0 2px" '
+                     f'title="{w.weight:+.3f}">{html.escape(w.word)}</span>')
+        at = w.end
+    parts.append(html.escape(text[at:]))
+    return '<div style="line-height: 1.9">' + "".join(parts).replace("\n", "<br>") + "</div>"

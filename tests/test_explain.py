@@ -12,7 +12,7 @@ from playground import classify
 from playground.classifier import FewShotClassifier, MultiLabelHead
 from playground.cli import main as cli_main
 from playground.engine import CustomModel, get_classifier
-from playground.explain import Explanation, explain_texts, label_log_odds, word_spans
+from playground.explain import Explanation, WordWeight, explain_texts, label_log_odds, tinted_html, word_spans
 from playground.server import DEFAULT_MAX_BODY_BYTES, create_app
 from playground.validation import Example, ValidationError
 
@@ -224,3 +224,13 @@ def test_the_cli_prints_why_and_adds_it_to_the_json(tmp_path, capsys):
     assert cli_main(["classify", "--examples", str(examples), "--explain", "--input-file", "x.csv",
                      "--output", "y.csv"]) == 2
     assert "--explain explains texts given as arguments" in capsys.readouterr().err
+
+
+def test_tinted_html_escapes_the_text_and_tints_by_sign():
+    text = "<i>good</i> & bad\n\nend"
+    words = [WordWeight("good", 3, 7, 2.0), WordWeight("bad", 14, 17, -1.0), WordWeight("end", 19, 22, 0.0)]
+    html = tinted_html(text, words)
+    assert html.count("<span") == 3 and "<i>" not in html and "&lt;i&gt;" in html and "&amp;" in html
+    assert "rgba(22, 163, 74, 0.75)" in html and "rgba(220, 38, 38, 0.38)" in html and "rgba(22, 163, 74, 0.0)" in html
+    assert "\n" not in html and html.count("<br>") == 2
+    assert tinted_html("", []) == '<div style="line-height: 1.9"></div>'
