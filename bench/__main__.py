@@ -8,6 +8,8 @@
     python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
     python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit \
         --out /tmp/B.md --json bench/results-active.json   # only the label-next simulation (docs/LABEL_NEXT.md)
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active \
+        --json /tmp/explain.json --out /tmp/explain.md     # only the explanations' deletion test and cost
 
 Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
 JSON as soon as it ends, so a failed or slow section costs only itself.
@@ -26,9 +28,10 @@ from .common import ROOT, Config, machine, run_python, write_json
 from .report import write_report
 
 SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
-                 "setfit", "active")
+                 "setfit", "active", "explain")
 """Cheap sections first, model training next: a run cut short still has the serving numbers. The label-next
-simulation (10-20 min on 2 shared cores) comes last, so it never pushes an older section out of the budget."""
+simulation (10-20 min on 2 shared cores) and the explanations' deletion test (issue #26, 3-5 min) come last,
+so they never push an older section out of the budget."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -99,6 +99,11 @@ class Config:
     """Texts per round; sets with more labels than this take one per label (banking77: 77)."""
     unknown_ns: list[int] = field(default_factory=lambda: [8, 32])
     unknown_target: float = 0.9
+    explain_datasets: list[str] = field(default_factory=lambda: ["cr", "sst2", "trec", "emotion"])
+    explain_texts: int = 100
+    """Issue #26: test texts per set whose explanations are put to the deletion test (N = 8 per label, seed 0)."""
+    explain_timing_calls: int = 30
+    """Distinct ~20-word inputs timed per arm (explain, plain classify), alternating, on small."""
     http_seconds: float = 20.0
     http_clients: int = 4
     skip: list[str] = field(default_factory=list)
@@ -119,6 +124,7 @@ class Config:
             cfg.training_sizes = cfg.training_sizes + [["large", 40], ["large", 200], ["large", 1000]]
         cfg.training_dataset = cfg.training_dataset if cfg.training_dataset in available else available[-1]
         cfg.throughput_datasets = [d for d in cfg.throughput_datasets if d in available] or available[:2]
+        cfg.explain_datasets = [d for d in cfg.explain_datasets if d in available] or available[:2]
         multi = sorted(p.name for p in Path(data).iterdir() if (p / "train.jsonl").is_file())
         cfg.multilabel_dataset = MULTI_LABEL_SET if MULTI_LABEL_SET in multi else (multi[0] if multi else None)
         if quick:
@@ -147,6 +153,8 @@ class Config:
             cfg.active_pool_cap = 300
             cfg.active_rounds = 3
             cfg.unknown_ns = [4]
+            cfg.explain_texts = 20
+            cfg.explain_timing_calls = 5
             cfg.skip = sorted(set(cfg.skip) | set(FULL_ONLY))
         if latency_calls:
             cfg.latency_calls = latency_calls

@@ -455,6 +455,41 @@ def _active_plot(summary: dict, path: Path) -> bool:
     return True
 
 
+def explain_report(section: dict) -> tuple[list[str], dict]:
+    """The deletion test (k most highlighted words vs k random ones) and explain's cost against classify."""
+    ks = sorted(int(key.rsplit("_", 1)[1]) for key in section["rows"][0] if key.startswith("drop_top_"))
+    L = [f"`playground.explain` on {section['model']} ({section['precision']}), N = {section['n']} examples per label "
+         f"(seed 0), the first test texts of more than {max(ks)} words. Each text's explained label's probability "
+         f"before and after deleting its k most highlighted words, or k random words (mean of "
+         f"{section['random_draws']} draws); the highlighted words should cost the answer more.", "",
+         "| set | labels | texts (mean words) | " + " | ".join(f"drop top-{k} / random-{k}" for k in ks) + " |",
+         "|---|---|---|" + "---|" * len(ks)]
+    wins = 0
+    for r in section["rows"]:
+        cells = [f"{r[f'drop_top_{k}']:.3f} / {r[f'drop_random_{k}']:.3f}" for k in ks]
+        wins += all(r[f"drop_top_{k}"] > r[f"drop_random_{k}"] for k in ks)
+        L.append(f"| {r['dataset']} | {r['labels']} | {r['texts']} ({r['mean_words']}) | " + " | ".join(cells) + " |")
+    L.append("")
+    summary: dict[str, Any] = {"sets": len(section["rows"]), "sets_top_beats_random": wins}
+    cost = section.get("cost") or {}
+    timed = {key: value for key, value in cost.items() if key.startswith("threads_")}
+    if timed:
+        L += [f"Cost: `classify(text, examples, explain=True)` against `classify(text, examples)` on distinct "
+              f"~20-word inputs ({cost['dataset']} test texts read as one stream, cut every 20 words; nothing cached "
+              "but the fitted model), the two calls alternating; with torch's default threads and with one "
+              "(spinning worker threads slow small batches when other jobs share the cores). Load average "
+              f"{section.get('load_average_start')} at the start, {section.get('load_average_end')} at the end.", "",
+              "| torch threads | calls | classify p50 / p95 ms | explain p50 / p95 ms | explain / classify (p50) | load |",
+              "|---|---|---|---|---|---|"]
+        for key, t in timed.items():
+            L.append(f"| {key.split('_')[1]} | {t['calls']} | {t['classify']['p50_ms']:.1f} / {t['classify']['p95_ms']:.1f} | "
+                     f"{t['explain']['p50_ms']:.1f} / {t['explain']['p95_ms']:.1f} | {t['ratio_p50']:.2f}x | {t['load']} |")
+            summary[f"ratio_{key}"] = t["ratio_p50"]
+        L += ["", "An explanation embeds the input and one variant per word (about 21 texts for 20 words, in one "
+              "batch) where classify embeds one text, so its cost grows with the number of words.", ""]
+    return L, summary
+
+
 def _section_note(name: str, section: dict | None) -> list[str]:
     status = _status(section)
     return [] if status == "ok" else [f"*{name}: {status}*", ""]
@@ -645,6 +680,14 @@ def write_report(results: dict, out: Path) -> None:
         lines, summary["active"] = active_report(act, out.parent / "bench_active.png")
         L += lines
 
+    # Explanations
+    ex = s.get("explain") or {}
+    if ex:  # records from before issue #26 have no such section
+        L += ["## Explanations: do the highlighted words matter? (issue #26)", ""] + _section_note("explain", ex)
+    if _ok(ex) and ex.get("rows"):
+        lines, summary["explain"] = explain_report(ex)
+        L += lines
+
     # HTTP
     h = s.get("http") or {}
     L += ["## HTTP API (`bench/http_load.py`)", ""] + _section_note("http", h)
@@ -741,6 +784,16 @@ def _targets(results: dict, summary: dict) -> list[str]:
                            "behind", f"≥ 5 of {act['sets']} sets", f"{best}: {act['met'][best]}/{act['sets']}",
                            act["met"][best] >= min(5, act["sets"]),
                            "see the Label next table for the sets that miss"))
+    exp = summary.get("explain")
+    if exp:
+        out.append(_target("explain: deleting the top-k highlighted words costs more than k random ones (k = 1-3)",
+                           "every set", f"{exp['sets_top_beats_random']}/{exp['sets']} sets",
+                           exp["sets_top_beats_random"] == exp["sets"]))
+        for key in sorted(k for k in exp if k.startswith("ratio_threads_")):
+            ratio, threads = exp[key], key.rsplit("_", 1)[1]
+            out.append(_target(f"explain / classify, ~20 words, small, {threads} torch thread(s) (p50)", "≤ 3x",
+                               f"{ratio:.2f}x", ratio <= 3, "" if ratio <= 3 else
+                               "occlusion embeds one variant per word (~21 texts for one); see the Explanations table"))
     for r in (s.get("coldstart") or {}).get("rows", []):
         if r.get("model") == "small" and r.get("precision") == _default_precision(results) and "wall_s" in r:
             out.append(_target("cold start small, fresh process → first result", "≤ 4 s", f"{r['wall_s']} s",

@@ -641,6 +641,94 @@ def active_learning(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# Explanations (issue #26): do the highlighted words matter, and what does asking why cost?
+
+EXPLAIN_KS = (1, 2, 3)
+EXPLAIN_RANDOM_DRAWS = 5
+"""Random deletions per text and k: their mean is the baseline the highlighted words must beat."""
+
+
+def _without(text: str, spans: list[tuple[int, int]]) -> str:
+    for start, end in sorted(spans, reverse=True):
+        text = text[:start] + text[end:]
+    return text
+
+
+def _deletion_rows(model, ds, n_texts: int) -> dict:
+    """Mean fall in the explained label's probability when its k most highlighted words, or k random ones, go."""
+    from playground.explain import explain_texts
+
+    texts = [t for t in ds.test_texts if len(t.split()) > max(EXPLAIN_KS)][:n_texts]
+    explanations = explain_texts(model, texts)
+    before = np.array([r.labels[e.label] for r, e in zip(model.classify(texts), explanations)])
+    rng = np.random.default_rng(0)
+    row: dict[str, Any] = {"dataset": ds.name, "texts": len(texts), "labels": len(model.labels),
+                           "mean_words": round(float(np.mean([len(e.words) for e in explanations])), 1)}
+    drawn = [e for _ in range(EXPLAIN_RANDOM_DRAWS) for e in explanations]  # draw-major, as np.tile(before)
+    for k in EXPLAIN_KS:
+        top = [_without(t, [(w.start, w.end) for w in e.strongest(k)]) for t, e in zip(texts, explanations)]
+        randoms = [_without(e_text, [(e.words[i].start, e.words[i].end)
+                                     for i in rng.choice(len(e.words), min(k, len(e.words)), replace=False)])
+                   for e_text, e in zip(texts * EXPLAIN_RANDOM_DRAWS, drawn)]
+        after_top = np.array([r.labels[e.label] for r, e in zip(model.classify(top), explanations)])
+        after_random = np.array([r.labels[e.label] for r, e in zip(model.classify(randoms), drawn)])
+        row[f"drop_top_{k}"] = round(float((before - after_top).mean()), 4)
+        row[f"drop_random_{k}"] = round(float((np.tile(before, EXPLAIN_RANDOM_DRAWS) - after_random).mean()), 4)
+    return row
+
+
+def _cost(examples: list, texts: list[str], calls: int) -> dict:
+    """Explain vs plain classify on distinct ~20-word inputs (none cached), alternating so load hits both alike."""
+    from playground.explain import classify
+
+    classify(texts[-1], examples, explain=True)  # warm: the fit, torch's first batch shapes
+    classify(texts[-2], examples)
+    plain, explained = [], []
+    for i in range(calls):
+        with Timer() as t:
+            classify(texts[2 * i], examples)
+        plain.append(t.seconds)
+        with Timer() as t:
+            classify(texts[2 * i + 1], examples, explain=True)
+        explained.append(t.seconds)
+    p, e = percentiles(plain), percentiles(explained)
+    return {"classify": p, "explain": e, "ratio_p50": round(e["p50_ms"] / p["p50_ms"], 2),
+            "words": round(float(np.mean([len(t.split()) for t in texts[:2 * calls]])), 1), "calls": calls}
+
+
+@section("explain")
+def explain_faithfulness(cfg: dict) -> dict:
+    """Issue #26: the deletion test (the k most highlighted words vs k random ones) and explain's cost on small."""
+    import torch
+
+    from playground.embeddings import resolve_precision
+    from playground.engine import get_classifier
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    default_threads = torch.get_num_threads()
+    _threads_for_busy_machine()  # the deletion test's speed is not measured
+    rows, cost = [], {}
+    for ds in _sets(cfg, cfg["explain_datasets"]):
+        idx = sample_per_label(ds.train_labels, 8, 0)
+        examples = [(ds.train_texts[i], ds.train_labels[i]) for i in idx]
+        rows.append(_deletion_rows(get_classifier(examples, "small"), ds, cfg["explain_texts"]))
+        _checkpoint({"rows": rows})
+        if not cost:  # the first set's test texts, read on as one stream cut every 20 words: distinct inputs
+            words = " ".join(ds.test_texts).split()
+            inputs = [" ".join(words[i:i + 20]) for i in range(0, len(words) - 19, 20)]
+            calls = min(cfg["explain_timing_calls"], (len(inputs) // 2 - 2) // 2)  # 2 per call + 2 to warm up
+            cost["dataset"], cost["inputs"] = ds.name, len(inputs)
+            for threads, half in ((default_threads, inputs[:len(inputs) // 2]), (1, inputs[len(inputs) // 2:])):
+                if calls < 1:
+                    break
+                torch.set_num_threads(threads)  # both: spinning workers slow small batches on a busy machine
+                cost[f"threads_{threads}"] = {**_cost(examples, half, calls), "load": _load()}
+    return {"rows": rows, "cost": cost, "n": 8, "model": "small", "precision": resolve_precision("auto"),
+            "random_draws": EXPLAIN_RANDOM_DRAWS, "load_average_start": load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+# ----------------------------------------------------------------------------------------------
 # HTTP: bench/http_load.py (4 clients, 20 s on 127.0.0.1)
 
 

@@ -335,9 +335,15 @@ class EstimatorContract:
 
 @runtime_checkable
 class Head(Protocol):
-    """What every fitted head offers: ``classes_``, per-label probabilities, and saving without pickle."""
+    """What every fitted head offers: ``classes_``, per-label scores and probabilities, and saving without pickle.
+
+    ``decision_function`` is the score before the softmax (single-label heads) or each label's
+    log-odds before its sigmoid (multi-label heads): what ``explain.py`` weighs words by.
+    """
 
     classes_: np.ndarray
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 

@@ -20,7 +20,7 @@ from .active import DEFAULT_BATCH, STRATEGIES
 from .bulk import BulkProgress, classify_file, format_eta
 from .data import read_examples_csv
 from .embeddings import DEFAULT_PRECISION, PRECISIONS
-from .engine import classify
+from .explain import Explanation, classify
 from .label_next import (
     DEFAULT_TARGET_PRECISION,
     REVIEW_ROWS,
@@ -74,9 +74,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
         texts = [line.strip() for line in sys.stdin if line.strip()]
     examples = read_examples_csv(args.examples).examples if args.examples else None
     results = classify(texts, examples, args.model, truncate=args.truncate, precision=_precision(args),
-                       max_inputs=None, unknown_below=_unknown_below(args, examples))
+                       max_inputs=None, unknown_below=_unknown_below(args, examples), explain=args.explain)
+    if args.explain:
+        for result in results:
+            print(format_explanation(result.input, result.explanation), file=sys.stderr)
     _print_json([r.to_dict() for r in results])
     return 0
+
+
+def format_explanation(text: str, explanation: Explanation, *, top: int = 5) -> str:
+    """An answer's strongest words (+ toward the label, - away) and nearest examples, for a terminal."""
+    lines = [f"why {explanation.label!r}: {text[:60]}{'…' if len(text) > 60 else ''}"]
+    ranked = sorted(explanation.words, key=lambda w: -abs(w.weight))[:top]
+    lines += [f"  {w.weight:+7.3f}  {w.word}" for w in ranked]
+    lines += [f"  nearest: {n.similarity:.2f} [{n.label}] {n.text[:60]}" for n in explanation.nearest]
+    if explanation.note:
+        lines.append(f"  note: {explanation.note}")
+    return "\n".join(lines)
 
 
 def _classify_file(args: argparse.Namespace) -> int:
@@ -85,6 +99,9 @@ def _classify_file(args: argparse.Namespace) -> int:
         raise ValidationError("bulk mode needs both --input-file texts.csv and --output results.csv")
     if args.texts:
         raise ValidationError("give texts either as arguments or with --input-file, not both")
+    if args.explain:
+        raise ValidationError("--explain explains texts given as arguments or on stdin; leave it out of bulk mode "
+                              "(--input-file / --output)")
     examples = read_examples_csv(args.examples).examples if args.examples else None
 
     def show(p: BulkProgress) -> None:
@@ -260,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(held out in turn) for --target-precision and prints what it costs in coverage")
     p.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
                    help=f"precision --unknown-below auto aims for (default {DEFAULT_TARGET_PRECISION})")
+    p.add_argument("--explain", action="store_true",
+                   help="say why: each answer's strongest words and nearest examples on stderr, and an "
+                        "explanation in the JSON (costs a few times a plain answer)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("suggest", help="which texts of an unlabelled pool to label next (JSON out)")

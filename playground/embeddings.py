@@ -353,14 +353,23 @@ class Encoder:
         """
         if truncate == "END":
             return text
+        return text[self.kept_span(text, truncate)[0]:]
+
+    def kept_span(self, text: str, truncate: str = "END") -> tuple[int, int]:
+        """The characters ``[start, end)`` of ``text`` the model reads under ``truncate`` (all of a short text).
+
+        One reading of the token limit for ``fit_to_length`` and for ``explain.py``, which gives the
+        words past it no weight. NONE raises ``TextTooLongError`` for a text over the limit.
+        """
         limit = self.max_tokens - 2  # [CLS] and [SEP]
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = encoded["offset_mapping"]
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         if len(offsets) <= limit:
-            return text
+            return 0, len(text)
         if truncate == "NONE":
             raise TextTooLongError(len(offsets), limit)
-        return text[offsets[-limit][0]:]
+        if truncate == "END":
+            return 0, offsets[limit - 1][1]
+        return offsets[-limit][0], len(text)
 
     def embed(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> np.ndarray:
         """Embeddings of ``texts`` (shape ``(len(texts), dimension)``), from the cache when seen."""

@@ -48,7 +48,8 @@ class Classification:
 
     ``labels`` holds every label's confidence, highest first; for single-label models they sum
     to 1. ``predictions`` is every label over its threshold for multi-label models (possibly
-    none) and ``(prediction,)`` for single-label ones.
+    none) and ``(prediction,)`` for single-label ones. ``explanation`` is an ``explain.Explanation``
+    when one was asked for (``classify(..., explain=True)``), else ``None`` and left out of ``to_dict``.
     """
 
     input: str
@@ -58,13 +59,17 @@ class Classification:
     predictions: tuple[str, ...] = ()
     classification_type: ClassificationType = "single-label"
     thresholds: dict[str, float] = field(default_factory=dict)
+    explanation: Any = None  # explain.Explanation; typed loosely because explain.py imports this module
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "input": self.input, "prediction": self.prediction, "confidence": self.confidence,
             "labels": dict(self.labels), "predictions": list(self.predictions),
             "classification_type": self.classification_type,
         }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
+        return out
 
 
 def single_label_results(inputs: Sequence[str], classes: Sequence[str], proba: np.ndarray) -> list[Classification]:
@@ -91,18 +96,24 @@ def multi_label_results(inputs: Sequence[str], classes: Sequence[str], proba: np
     return results
 
 
+def check_fits(encoder: Encoder, texts: Sequence[str], *, truncate: str, what: str = "inputs") -> None:
+    """Under ``truncate="NONE"``, a ``ValidationError`` naming the first text over the model's limit by its index."""
+    if truncate != "NONE":
+        return
+    for i, text in enumerate(texts):
+        try:
+            encoder.fit_to_length(text, "NONE")
+        except TextTooLongError as exc:
+            raise ValidationError(
+                f"{what}[{i}] is too long: {exc.tokens} tokens, the model takes at most {exc.limit}. "
+                "Shorten it, or use truncate END (keep the start) or START (keep the end)"
+            ) from None
+
+
 def embed_checked(encoder: Encoder, texts: Sequence[str], *, truncate: str, what: str = "inputs",
                   batch_size: int = 64) -> np.ndarray:
     """Embed, turning a text over the limit under ``truncate="NONE"`` into a message with its index."""
-    if truncate == "NONE":
-        for i, text in enumerate(texts):
-            try:
-                encoder.fit_to_length(text, "NONE")
-            except TextTooLongError as exc:
-                raise ValidationError(
-                    f"{what}[{i}] is too long: {exc.tokens} tokens, the model takes at most {exc.limit}. "
-                    "Shorten it, or use truncate END (keep the start) or START (keep the end)"
-                ) from None
+    check_fits(encoder, texts, truncate=truncate, what=what)
     return encoder.embed(texts, truncate=truncate, batch_size=batch_size)
 
 

@@ -42,7 +42,7 @@ from .classifier import (
 from .data import MultiLabelExample
 from .embeddings import BASE_MODELS, get_encoder
 from .engine import embed_checked
-from .metrics import multi_label_metrics, single_label_metrics
+from .metrics import multi_label_metrics, reliability_bins, single_label_metrics
 from .validation import (
     ClassificationType,
     ExampleLike,
@@ -144,6 +144,8 @@ class EvaluationReport:
     ``accuracy`` is exact-match (subset) accuracy for multi-label data. ``confusion_matrix``
     rows are the true labels and columns the predicted ones, both in the order of ``labels``
     (single-label only; empty for multi-label). ``micro_f1`` equals accuracy for single-label.
+    ``reliability`` bins the out-of-fold confidences against how often they were right
+    (``metrics.reliability_bins``): of each example's answer, or of each label decision for multi-label data.
     """
 
     model: str
@@ -162,6 +164,7 @@ class EvaluationReport:
     near_duplicates: tuple[NearDuplicate, ...]
     learning_curve: tuple[LearningCurvePoint, ...]
     seconds: float
+    reliability: tuple[dict[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("accuracy", "macro_f1", "micro_f1"):
@@ -181,6 +184,7 @@ class EvaluationReport:
             "near_duplicates": [d.to_dict() for d in self.near_duplicates],
             "learning_curve": [p.to_dict() for p in self.learning_curve],
             "seconds": self.seconds,
+            "reliability": [dict(b) for b in self.reliability],
         }
 
 
@@ -272,7 +276,7 @@ def evaluate(examples: Iterable[ExampleLike | MultiLabelExample], model: str = "
         micro_f1=scores["accuracy"], per_label=per_label,
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix),
         n_wrong=int((~correct).sum()), flagged=flagged, near_duplicates=duplicates, learning_curve=curve,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, reliability=tuple(reliability_bins(proba.max(axis=1), correct)),
     )
 
 
@@ -381,7 +385,8 @@ def _evaluate_multi_label(examples: list[MultiLabelExample], encoder, model: str
     per_label = _label_metrics(labels, scores)
     correct = (predicted == Y).all(axis=1)
     # Sureness of a row: its least certain label decision; for the given label set, the product.
-    sure = np.where(predicted == 1, proba, 1 - proba).min(axis=1)
+    decided = np.where(predicted == 1, proba, 1 - proba)  # the confidence of each label decision
+    sure = decided.min(axis=1)
     own = np.where(Y == 1, proba, 1 - proba).prod(axis=1)
     order = np.lexsort((own, correct))
 
@@ -397,4 +402,5 @@ def _evaluate_multi_label(examples: list[MultiLabelExample], encoder, model: str
         labels=tuple(labels), accuracy=scores["exact_match"], macro_f1=scores["macro_f1"],
         micro_f1=scores["micro_f1"], per_label=per_label, confusion_matrix=(), n_wrong=int((~correct).sum()), flagged=flagged,
         near_duplicates=duplicates, learning_curve=(), seconds=time.perf_counter() - started,
+        reliability=tuple(reliability_bins(decided.ravel(), (predicted == Y).ravel())),
     )

@@ -63,6 +63,7 @@ def python_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
             f"unknown_below={unknown_below!r}" if unknown_below is not None else None]
     lines += [
         "",
+        "# to see why, add explain=True and read result.explanation: .words (each word's weight) and .nearest",
         f"results = classify({', '.join(a for a in args if a)})",
         "for result in results:",
         "    print(f\"{result.prediction} ({result.confidence:.0%}): {result.input}\")",

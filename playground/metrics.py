@@ -78,3 +78,21 @@ def scored_on(metrics: dict) -> str:
     if source == "split":  # models trained before cross-validation held out a stratified split
         return f"held out: a stratified {v.get('fraction', 0):.0%} split of {v.get('n')} examples (seed {v.get('seed')})"
     return "not scored (cross-validation was switched off)"
+
+
+RELIABILITY_BINS = 10
+
+
+def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = RELIABILITY_BINS) -> list[dict]:
+    """Confidence against accuracy in equal-width bins over [0, 1] (empty bins left out): a reliability diagram.
+
+    Each bin: ``low`` / ``high`` edges, ``count``, mean ``confidence`` and ``accuracy`` (share correct).
+    A calibrated model's points lie on the diagonal.
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return [{"low": float(edges[b]), "high": float(edges[b + 1]), "count": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()), "accuracy": float(correct[which == b].mean())}
+            for b in range(bins) if (which == b).any()]

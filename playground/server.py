@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
 from .embeddings import BASE_MODELS, DEFAULT_PRECISION
-from .engine import Classification, classify
+from .engine import Classification
+from .explain import Explanation, classify
 from .store import TrainingBusyError, list_models
 from .training import TrainingSettings, train
 from .validation import Example, ValidationError
@@ -92,6 +93,10 @@ class ClassifyRequest(BaseModel):
         default=None, description="An extension (not Cohere's): single-label answers whose confidence is below this "
                                   "(0 to 1) get prediction \"unknown\"; labels keep every confidence. Left out, the "
                                   "response is exactly Cohere's.")
+    explain: bool = Field(
+        default=False, description="An extension (not Cohere's): each classification gets an explanation: word "
+                                   "weights (+ toward the label, - away) and the 3 nearest examples. Costs a few "
+                                   "times a plain request. Left out, the response is exactly Cohere's.")
 
 
 class TuneRequest(BaseModel):
@@ -122,6 +127,32 @@ class LabelConfidence(BaseModel):
     confidence: float
 
 
+class WordWeightOut(BaseModel):
+    word: str
+    start: int = Field(description="Character offset of the word in the input.")
+    end: int
+    weight: float = Field(description="Fall in the label's log-odds without the word: + toward it, - away, 0 unread.")
+
+
+class NeighbourOut(BaseModel):
+    text: str
+    label: str
+    similarity: float = Field(description="Cosine similarity to the input.")
+
+
+class ExplanationOut(BaseModel):
+    """Why an answer (``explain: true`` only): ``playground.explain.Explanation``'s fields."""
+
+    label: str = Field(description="The label explained: the prediction, or the top label when there is none.")
+    words: list[WordWeightOut]
+    nearest: list[NeighbourOut] = Field(description="The 3 nearest examples; empty for custom models (they keep "
+                                                    "no examples).")
+    truncated: bool = Field(description="Whether the model read only part of the text (note says where).")
+    note: str
+    other_labels: dict[str, list[WordWeightOut]] = Field(
+        description="Multi-label answers with several labels: the words' weights toward each other label.")
+
+
 class ClassificationOut(BaseModel):
     id: str
     input: str
@@ -131,6 +162,9 @@ class ClassificationOut(BaseModel):
     confidences: list[float] = Field(description="The confidence of each of ``predictions``, in order.")
     labels: dict[str, LabelConfidence]
     classification_type: Literal["single-label", "multi-label"]
+    explanation: ExplanationOut | None = Field(
+        default=None, exclude_if=lambda value: value is None,
+        description="Only with explain: true (an extension); absent otherwise.")
 
 
 class ApiVersion(BaseModel):
@@ -195,7 +229,12 @@ def to_cohere(result: Classification) -> ClassificationOut:
         confidences=[result.labels.get(label, result.confidence) for label in predictions],
         labels={label: LabelConfidence(confidence=p) for label, p in result.labels.items()},
         classification_type=result.classification_type,
+        explanation=explanation_out(result.explanation) if result.explanation is not None else None,
     )
+
+
+def explanation_out(explanation: Explanation) -> ExplanationOut:
+    return ExplanationOut.model_validate(explanation.to_dict())
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -472,7 +511,7 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
             examples = None
         results = classify(request.inputs, examples, model, truncate=request.truncate or "END", precision=precision,
                            label_names=bool(request.label_names), descriptions=request.descriptions,
-                           unknown_below=request.unknown_below)
+                           unknown_below=request.unknown_below, explain=request.explain)
         return ClassifyResponse(id=str(uuid.uuid4()), classifications=[to_cohere(r) for r in results])
 
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)

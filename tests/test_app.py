@@ -127,3 +127,18 @@ def test_label_next_suggests_a_batch_and_adds_it_to_the_examples():
     curve = at.session_state["label_curve"]
     assert [p.n_examples for p in curve] == [before + 6]
     assert any(m.value.startswith("**Progress**: cross-validated accuracy") for m in at.markdown)
+
+
+def test_why_tints_each_word_and_lists_the_nearest_examples():
+    at = run_app()
+    at.text_area(key="classify_inputs").set_value("<b>The</b> item broke after 3 weeks")
+    at.checkbox(key="classify_explain").check().run()
+    button(at, "Classify").click().run()
+    assert not at.exception and not at.error
+    [tinted] = [m.value for m in at.markdown if m.value.startswith('<div style="line-height')]
+    assert "&lt;b&gt;The&lt;/b&gt;" in tinted and "<b>" not in tinted  # the user's text is escaped
+    assert tinted.count("<span") == 6 and "rgba(22, 163, 74" in tinted
+    assert any("Green words push toward **negative**" in c.value for c in at.caption)
+    [nearest] = [frame.value for frame in at.dataframe if "nearest example" in frame.value.columns]
+    seed = {ex.text: ex.label for ex in load_preset("review-sentiment").examples}
+    assert len(nearest) == 3 and all(seed[t] == label for t, label in zip(nearest["nearest example"], nearest["label"]))

@@ -50,16 +50,16 @@ def test_quick_run_writes_every_section(quick_run):
     out, results = quick_run
     sections = results["sections"]
     assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
-                              "multilabel", "setfit", "active"]
-    for name in ("accuracy", "latency", "throughput", "active"):
+                              "multilabel", "setfit", "active", "explain"]
+    for name in ("accuracy", "latency", "throughput", "active", "explain"):
         assert sections[name]["status"] == "ok", sections[name]
         assert 50 < sections[name]["peak_rss_mb"] < 4000
     for name in ("trained", "setfit", "multilabel", "coldstart", "http"):
         assert sections[name]["status"].startswith("not run"), sections[name]
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
     report = (out / "BENCHMARKS.md").read_text()
-    for heading in ("## Accuracy", "## Calibration", "## Latency", "## Throughput", "## Label next", "## Memory",
-                    "## Targets", "reviews", "topics"):
+    for heading in ("## Accuracy", "## Calibration", "## Latency", "## Throughput", "## Label next", "## Explanations",
+                    "## Memory", "## Targets", "reviews", "topics"):
         assert heading in report
     assert (out / "bench_reliability.png").stat().st_size > 1000
     assert (out / "bench_active.png").stat().st_size > 1000
@@ -110,6 +110,16 @@ def test_quick_run_simulates_label_next(quick_run):
         assert 0 <= u["threshold"] <= 1 and 0 <= u["coverage"] <= 1 and 0 <= u["precision"] <= 1
         assert u["coverage_in_scope"] >= u["coverage"] - 1e-9 or u["out_of_scope_refused"] > 0
     assert "Sets meeting the mark:" in (out / "BENCHMARKS.md").read_text()
+
+
+def test_quick_run_puts_the_explanations_to_the_deletion_test(quick_run):
+    out, results = quick_run
+    rows = results["sections"]["explain"]["rows"]
+    assert [r["dataset"] for r in rows] == ["reviews", "topics"]
+    for r in rows:
+        assert r["texts"] > 0 and r["mean_words"] > 3
+        assert all(r[f"drop_top_{k}"] > r[f"drop_random_{k}"] for k in (1, 2, 3))  # the highlighted words matter
+    assert "| drop top-1 / random-1 |" in (out / "BENCHMARKS.md").read_text()
 
 
 @pytest.fixture(scope="module")

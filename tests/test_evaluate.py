@@ -142,7 +142,7 @@ def test_evaluate_panel_on_the_classify_page(small_encoder):
     assert not at.exception and not at.error
     assert [m.label for m in at.metric] == ["Accuracy", "Macro-F1", "Wrong", "Method"]
     assert at.metric[3].value == "leave-one-out"
-    assert len(at.main.dataframe) == 4  # the grid, per label, confusion matrix, flagged (no near-duplicates here)
+    assert len(at.main.dataframe) == 5  # the grid, per label, confusion matrix, flagged, reliability (no near-duplicates)
     made_for, report = at.session_state.evaluate_report
     assert report.n_examples == 10 and made_for[0] == "small"
     flagged = at.main.dataframe[3].value

@@ -233,9 +233,9 @@ def test_health_and_openapi(client):
     spec = client.get("/openapi.json").json()
     assert {"/v1/classify", "/v1/tune", "/v1/models", "/health"} <= set(spec["paths"])
     request = spec["components"]["schemas"]["ClassifyRequest"]
-    # Cohere's fields, plus the optional extensions (label names as a prior, label descriptions, unknown below)
+    # Cohere's fields, plus the optional extensions (label names as a prior, label descriptions, unknown below, explain)
     assert set(request["properties"]) == {"inputs", "examples", "model", "truncate", "preset", "label_names",
-                                          "descriptions", "unknown_below"}
+                                          "descriptions", "unknown_below", "explain"}
     assert set(request.get("required", [])) == {"inputs"}
     assert "400" in spec["paths"]["/v1/classify"]["post"]["responses"]
 

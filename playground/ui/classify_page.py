@@ -23,7 +23,8 @@ from playground.embeddings import (
     is_loaded,
     resolve_precision,
 )
-from playground.engine import classify, load_folder, with_unknown
+from playground.engine import load_folder, with_unknown
+from playground.explain import Explanation, classify, tinted_html, with_explanations
 from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import copy_model, list_models
@@ -239,7 +240,7 @@ def init_state() -> None:
 
 KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_precision", "classify_truncate", "classify_label_names", "classify_preset",
                 "classify_upload_mode", "classify_server_url", "classify_unknown", "classify_unknown_below",
-                "classify_unknown_target")
+                "classify_unknown_target", "classify_explain")
 
 
 def choose_unknown(examples: list[Example], model: str, precision: str) -> None:
@@ -290,10 +291,28 @@ def show_results(results) -> None:
                             f"confidence {result.confidence:.1%}")
             if result.classification_type == "multi-label":
                 show_multi_label(result)
-                continue
-            for label, confidence in result.labels.items():
-                name = f"**{label}**" if label == result.prediction else label
-                st.progress(min(max(confidence, 0.0), 1.0), text=f"{name}: {confidence:.1%}")
+            else:
+                for label, confidence in result.labels.items():
+                    name = f"**{label}**" if label == result.prediction else label
+                    st.progress(min(max(confidence, 0.0), 1.0), text=f"{name}: {confidence:.1%}")
+            if result.explanation is not None:
+                show_explanation(result.input, result.explanation)
+
+
+def show_explanation(text: str, explanation: Explanation) -> None:
+    """The input tinted word by word for each explained label, a legend, and the nearest examples."""
+    st.markdown("**Why?**")
+    for label, words in {explanation.label: explanation.words, **explanation.other_labels}.items():
+        if explanation.other_labels:
+            st.caption(f"Toward **{label}**")
+        st.markdown(tinted_html(text, words), unsafe_allow_html=True)
+    st.caption(f"Green words push toward **{explanation.label}**, red ones away; the stronger the colour, the "
+               "stronger the push (hover a word for its weight: how much the label's log-odds fall without it).")
+    if explanation.note:
+        st.caption(explanation.note[0].upper() + explanation.note[1:] + ".")
+    if explanation.nearest:
+        st.dataframe(pd.DataFrame([{"nearest example": n.text, "label": n.label, "similarity": round(n.similarity, 3)}
+                                   for n in explanation.nearest]), hide_index=True, width="stretch")
 
 
 def show_multi_label(result) -> None:
@@ -434,6 +453,8 @@ unknown_below = st.session_state.classify_unknown_below if unknown_on else None
 st.subheader("Inputs")
 st.text_area("One input per line", key="classify_inputs", height=120)
 inputs = inputs_from_text(st.session_state.classify_inputs)
+explain = st.checkbox("Why? Show the words behind each answer and the nearest examples", key="classify_explain",
+                      help="Weighs each word by leaving it out (one extra embedding per word, so a few times slower).")
 
 if st.button("Classify", type="primary"):
     st.session_state.classify_notice = None
@@ -448,14 +469,16 @@ if st.button("Classify", type="primary"):
         with st.spinner(spinner or "Classifying…"):
             if tuned is not None:  # this grid was tuned: the tuned encoder and its head answer
                 check_inputs(inputs, max_inputs=None)
-                st.session_state.classify_results = with_unknown(
-                    load_folder(tuned.folder, precision=precision).classify(inputs, truncate=truncate), unknown_below)
+                tuned_model = load_folder(tuned.folder, precision=precision)
+                results = with_unknown(tuned_model.classify(inputs, truncate=truncate), unknown_below)
+                st.session_state.classify_results = (with_explanations(tuned_model, results, truncate=truncate)
+                                                     if explain else results)
             else:
                 st.session_state.classify_results = classify(inputs, examples if custom is None else None, model,
                                                              precision=precision, max_inputs=None, truncate=truncate,
                                                              label_names=label_names and custom is None,
                                                              descriptions=descriptions or None,
-                                                             unknown_below=unknown_below)
+                                                             unknown_below=unknown_below, explain=explain)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         st.session_state.classify_results = None
         show_problems("Could not classify:", exc)

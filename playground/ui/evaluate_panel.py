@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from playground.charts import confusion_cells, confusion_frame, reliability_frame
 from playground.embeddings import ModelNotFoundError, is_loaded
 from playground.evaluate import LOO_MAX_EXAMPLES, EvaluationReport, evaluate
-from playground.ui.widgets import show_problems
+from playground.ui.widgets import show_confusion_heatmap, show_problems, show_reliability
 from playground.validation import Example, ValidationError
 
 
@@ -24,13 +25,6 @@ def _key(examples: Sequence[Example], model: str) -> tuple:
 
 def per_label_frame(report: EvaluationReport) -> pd.DataFrame:
     return pd.DataFrame([m.to_dict() for m in report.per_label]).set_index("label")
-
-
-def confusion_frame(report: EvaluationReport) -> pd.DataFrame:
-    """Rows: the examples' labels; columns: what the held-out model predicted."""
-    labels = list(report.labels)
-    return pd.DataFrame(report.confusion_matrix, index=pd.Index(labels, name="label"),
-                        columns=pd.Index(labels, name="predicted"))
 
 
 def flagged_frame(report: EvaluationReport) -> pd.DataFrame:
@@ -55,7 +49,10 @@ def show_report(report: EvaluationReport) -> None:
                  width="stretch")
     if report.confusion_matrix:
         st.markdown("**Confusion matrix** (rows: your label, columns: predicted)")
-        st.dataframe(confusion_frame(report).style.background_gradient(cmap="Blues", axis=None), width="stretch")
+        picture, numbers = st.columns(2)
+        with picture:
+            show_confusion_heatmap(confusion_cells(report))
+        numbers.dataframe(confusion_frame(report).style.background_gradient(cmap="Blues", axis=None), width="stretch")
 
     st.markdown("**Check these examples** (wrong first, then least sure)")
     st.caption("A wrong one with high confidence is often mislabelled; unsure ones sit where labels blur: "
@@ -76,6 +73,15 @@ def show_report(report: EvaluationReport) -> None:
         curve = pd.DataFrame({"examples per label": [p.per_label for p in report.learning_curve],
                               "accuracy": [p.accuracy for p in report.learning_curve]})
         st.line_chart(curve, x="examples per label", y="accuracy")
+    if report.reliability:
+        decisions = "each label decision" if report.classification_type == "multi-label" else "each example's answer"
+        st.markdown("**Are the confidences honest?** Out-of-fold confidence against how often it was right "
+                    f"({decisions}); on the dashed line, 80 % sure means right 8 times in 10")
+        picture, numbers = st.columns(2)
+        with picture:
+            show_reliability(reliability_frame(report))
+        numbers.dataframe(reliability_frame(report).style.format({"confidence": "{:.1%}", "accuracy": "{:.1%}"}),
+                          hide_index=True, width="stretch")
     st.caption(f"Evaluated in {report.seconds:.1f}s.")
 
 

@@ -15,12 +15,13 @@ import pandas as pd
 import streamlit as st
 
 from playground import store
+from playground.charts import per_label_f1_frame
 from playground.data import DataFileError, is_jsonl
 from playground.embeddings import BASE_MODELS
 from playground.metrics import headline_keys, scored_on
 from playground.store import is_training
 from playground.training import TrainingSettings, train
-from playground.ui.widgets import BackgroundJob, show_job_progress, show_notice, start_job
+from playground.ui.widgets import BackgroundJob, show_f1_bars, show_job_progress, show_notice, start_job
 from playground.validation import ValidationError
 
 
@@ -83,8 +84,11 @@ def show_metrics(metrics: dict) -> None:
     for warning in metrics.get("warnings", []):
         st.warning(warning)
     st.dataframe(metrics_table(metrics).style.format("{:.3f}"), width="content")
-    st.dataframe(per_label_table(metrics).style.format("{:.3f}", subset=["precision", "recall", "F1 trained",
-                                                                         "F1 few-shot"]), width="stretch")
+    picture, numbers = st.columns(2)
+    with picture:
+        show_f1_bars(per_label_f1_frame(metrics))
+    numbers.dataframe(per_label_table(metrics).style.format("{:.3f}", subset=["precision", "recall", "F1 trained",
+                                                                              "F1 few-shot"]), width="stretch")
     for side, title in (("trained", "Trained"), ("baseline", "Few-shot")):
         cm = metrics.get(side, {}).get("confusion_matrix")
         if cm:

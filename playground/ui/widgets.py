@@ -1,4 +1,4 @@
-"""What every page draws the same way: a kept notice, a list of problems from the core, a background job.
+"""What every page draws the same way: a kept notice, a list of problems from the core, a background job, charts.
 
 Each helper is a statement that draws, so a page never writes a bare ``st.a(...) if … else
 st.b(...)`` expression (Streamlit's magic would also ``st.write`` its return value).
@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from playground.store import TrainingBusyError
@@ -88,3 +90,40 @@ def show_job_progress(job: BackgroundJob, *, cancel_label: str, cancel_key: str)
         st.progress(p.fraction, text=f"{p.elapsed:.0f} s{left} · {p.message}")
     if st.button(cancel_label, key=cancel_key, disabled=job.cancel.is_set()):
         job.cancel.set()
+
+
+# ----------------------------------------------------------------------------------------------
+# Charts of the frames ``playground.charts`` builds (each page shows the same numbers beside them)
+
+
+def show_confusion_heatmap(cells: pd.DataFrame) -> None:
+    """``charts.confusion_cells``: a cell per (label, predicted), darker for a larger share of the label's row."""
+    order = list(dict.fromkeys(cells["label"]))
+    base = alt.Chart(cells).encode(x=alt.X("predicted:N", sort=order, title="predicted"),
+                                   y=alt.Y("label:N", sort=order, title="your label"))
+    squares = base.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of the row"),
+        tooltip=["label", "predicted", "count", alt.Tooltip("share:Q", format=".0%")])
+    counts = base.mark_text().encode(text="count:Q", color=alt.condition("datum.share > 0.5", alt.value("white"),
+                                                                         alt.value("black")))
+    st.altair_chart(squares + counts, width="stretch", alt="Confusion matrix: your labels against the predictions")
+
+
+def show_reliability(frame: pd.DataFrame) -> None:
+    """``charts.reliability_frame``: accuracy against mean confidence per bin, over the diagonal a calibrated model follows."""
+    diagonal = alt.Chart(pd.DataFrame({"confidence": [0.0, 1.0], "accuracy": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="gray").encode(x="confidence:Q", y="accuracy:Q")
+    points = alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence (mean of the bin)"),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="share right"),
+        tooltip=["bin", alt.Tooltip("confidence:Q", format=".1%"), alt.Tooltip("accuracy:Q", format=".1%"), "count"])
+    st.altair_chart(diagonal + points, width="stretch", alt="Reliability diagram: confidence against accuracy")
+
+
+def show_f1_bars(frame: pd.DataFrame) -> None:
+    """``charts.per_label_f1_frame``: F1 per label, a bar per model side by side."""
+    chart = alt.Chart(frame).mark_bar().encode(
+        x=alt.X("label:N", sort=list(dict.fromkeys(frame["label"])), title=None),
+        xOffset="model:N", y=alt.Y("f1:Q", scale=alt.Scale(domain=[0, 1]), title="F1"),
+        color=alt.Color("model:N", title=None), tooltip=["label", "model", alt.Tooltip("f1:Q", format=".3f"), "support"])
+    st.altair_chart(chart, width="stretch", alt="F1 per label: the trained model and the few-shot baseline")
