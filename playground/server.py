@@ -23,6 +23,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -31,7 +32,6 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -197,8 +197,28 @@ class ModelsResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = "ok"
+    status: Literal["ok", "loading", "error"] = "ok"
     version: str = __version__
+    detail: str | None = None
+
+
+class WarmUp:
+    """Where the start-up load stands: ``loading`` until the small model has answered once, then
+    ``ok`` (or ``error`` with the reason). The server listens meanwhile: ``/health`` says which, and a
+    request that arrives early waits on the encoder being loaded instead of failing."""
+
+    def __init__(self, status: Literal["ok", "loading", "error"] = "loading") -> None:
+        self.status = status
+        self.detail: str | None = None
+
+    def run(self, load: Callable[[], Any]) -> None:
+        try:
+            load()
+        except Exception as exc:  # noqa: BLE001 - any failure to load is reported on /health and logged
+            log.exception("the model could not be loaded at start-up")
+            self.status, self.detail = "error", f"the small model could not be loaded: {exc}"
+        else:
+            self.status = "ok"
 
 
 class ErrorResponse(BaseModel):
@@ -404,18 +424,21 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
                precision: str = DEFAULT_PRECISION) -> FastAPI:
     """The API, configured from the arguments or else from the environment.
 
-    ``preload`` loads the small model at start-up, so the first request is not the slow one
-    and ``/health`` answers only once the server can classify. ``precision`` is the encoders'
+    ``preload`` loads the small model in the background at start-up, so the first request is not
+    the slow one; ``/health`` says ``loading`` until the server can classify (an early request waits). ``precision`` is the encoders'
     for every request (``auto``: ``$CLASSIFY_PRECISION``, else bf16 where the CPU has it).
     """
     env_key, env_max = _settings_from_env()
     api_key = env_key if api_key is None else (api_key or None)  # "" turns auth off whatever the env says
     max_body_bytes = max_body_bytes if max_body_bytes is not None else env_max
 
+    warm_up = WarmUp("loading" if preload else "ok")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if preload:
-            await run_in_threadpool(_warm_up, precision)
+        if preload:  # in the background: /health answers "loading" while the model is read
+            threading.Thread(target=warm_up.run, args=(lambda: _warm_up(precision),), name="warm-up",
+                             daemon=True).start()
         yield
 
     app = FastAPI(
@@ -466,10 +489,15 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
-    @app.get("/health", response_model=Health, tags=["meta"])
-    def health() -> Health:
-        """Liveness: answers without the API key."""
-        return Health()
+    @app.get("/health", response_model=Health, response_model_exclude_none=True, tags=["meta"],
+             responses={503: {"model": Health, "description": "The model could not be loaded at start-up."}})
+    def health() -> Health | JSONResponse:
+        """Liveness, without the API key: ``ok``, ``loading`` while the model warms up (requests wait), or
+        ``error`` (503) with the reason the model could not be loaded."""
+        state = Health(status=warm_up.status, detail=warm_up.detail)
+        if state.status == "error":
+            return JSONResponse(status_code=503, content=state.model_dump(exclude_none=True))
+        return state
 
     @app.get("/v1/models", response_model=ModelsResponse, tags=["models"])
     def models() -> ModelsResponse:

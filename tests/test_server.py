@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -336,3 +337,51 @@ def test_the_server_caps_malloc_arenas_unless_the_environment_does(monkeypatch):
     assert limit_malloc_arenas() is False  # glibc already read the user's setting at start-up
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     assert limit_malloc_arenas() is True  # glibc (this image): mallopt(M_ARENA_MAX, 2) accepted
+
+
+def test_health_says_loading_until_the_model_has_answered_then_ok():
+    """The server listens before the model is read: /health answers "loading", then "ok"."""
+    import threading
+
+    from playground.server import WarmUp
+
+    warm_up, release = WarmUp(), threading.Event()
+    worker = threading.Thread(target=warm_up.run, args=(lambda: release.wait(30),))
+    worker.start()
+    assert warm_up.status == "loading"
+    release.set()
+    worker.join(30)
+    assert (warm_up.status, warm_up.detail) == ("ok", None)
+
+
+def test_health_names_a_start_up_failure_with_503(monkeypatch):
+    """A model that cannot be read leaves the server up, /health 503 with the reason."""
+    from playground import server
+
+    def broken(precision):
+        raise FileNotFoundError("no sentence-transformers model in /nowhere")
+
+    monkeypatch.setattr(server, "_warm_up", broken)
+    with TestClient(server.create_app(api_key="", preload=True)) as client:
+        for _ in range(100):
+            response = client.get("/health")
+            if response.json()["status"] != "loading":
+                break
+            time.sleep(0.05)
+    assert response.status_code == 503
+    assert response.json()["status"] == "error"
+    assert "could not be loaded: no sentence-transformers model in /nowhere" in response.json()["detail"]
+
+
+def test_a_preloading_server_answers_health_and_classifies(seed_body):
+    """With the real warm-up: /health is loading or ok at once, and a request made meanwhile waits and answers."""
+    from playground import server
+
+    with TestClient(server.create_app(api_key="", preload=True)) as client:
+        assert client.get("/health").json()["status"] in ("loading", "ok")
+        assert client.post("/v1/classify", json=seed_body).status_code == 200
+        for _ in range(600):
+            if client.get("/health").json()["status"] == "ok":
+                break
+            time.sleep(0.05)
+        assert client.get("/health").json() == {"status": "ok", "version": "0.1.0"}
