@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from playground.metrics import confidence_bins
+
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_LABEL_SETS = ("cr", "sst2", "trec", "emotion", "ag_news", "banking77", "sms_spam")
 IMBALANCED_SETS = ("trec", "banking77", "sms_spam")
@@ -211,8 +213,7 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> fl
     """Expected calibration error: |accuracy - confidence| per equal-width bin, weighted by its share."""
     confidence = np.asarray(confidence, dtype=float)
     correct = np.asarray(correct, dtype=float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     total = 0.0
     for b in range(bins):
         mask = which == b
@@ -225,8 +226,7 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
     """Per-bin counts, summed confidence and summed correctness (so seeds can be pooled by adding)."""
     confidence = np.asarray(confidence, dtype=float)
     correct = np.asarray(correct, dtype=float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     return {"count": np.bincount(which, minlength=bins).tolist(),
             "conf_sum": np.bincount(which, weights=confidence, minlength=bins).round(4).tolist(),
             "correct_sum": np.bincount(which, weights=correct, minlength=bins).round(4).tolist()}

@@ -83,6 +83,13 @@ def scored_on(metrics: dict) -> str:
 RELIABILITY_BINS = 10
 
 
+def confidence_bins(confidence: np.ndarray, bins: int = RELIABILITY_BINS) -> np.ndarray:
+    """Each confidence's bin among ``bins`` equal-width bins over [0, 1] (right edges closed, 0 in the first):
+    the one binning of reliability diagrams here and of the benchmarks' calibration error."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(np.asarray(confidence, dtype=float), edges[1:-1], right=True), 0, bins - 1)
+
+
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = RELIABILITY_BINS) -> list[dict]:
     """Confidence against accuracy in equal-width bins over [0, 1] (empty bins left out): a reliability diagram.
 
@@ -92,7 +99,7 @@ def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins:
     confidence = np.asarray(confidence, dtype=float)
     correct = np.asarray(correct, dtype=float)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     return [{"low": float(edges[b]), "high": float(edges[b + 1]), "count": int((which == b).sum()),
              "confidence": float(confidence[which == b].mean()), "accuracy": float(correct[which == b].mean())}
             for b in range(bins) if (which == b).any()]
