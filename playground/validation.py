@@ -29,7 +29,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 UNKNOWN = "unknown"
 """The opt-in answer below a confidence threshold (``classify(unknown_below=...)``); no label may be called so."""
 
-Truncate = Literal["NONE", "START", "END"]
+Truncate = Literal["NONE", "START", "END", "WINDOWS"]
+"""Cohere's END (keep the start), START (keep the end), NONE (refuse a text over the window), and this
+project's extension WINDOWS: a text over the window is read whole, in windows (``windows.py``)."""
 TRUNCATE_OPTIONS: tuple[str, ...] = get_args(Truncate)
 ClassificationType = Literal["single-label", "multi-label"]
 """What a model answers: one label per text, or any number of labels (each over its threshold)."""
