@@ -10,6 +10,8 @@
         --out /tmp/B.md --json bench/results-active.json   # only the label-next simulation (docs/LABEL_NEXT.md)
     python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active \
         --json /tmp/explain.json --out /tmp/explain.md     # only the explanations' deletion test and cost
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active,explain \
+        --json /tmp/long.json --out /tmp/long.md           # only long texts: END vs WINDOWS (issue #27)
 
 Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
 JSON as soon as it ends, so a failed or slow section costs only itself.
@@ -28,7 +30,7 @@ from .common import ROOT, Config, machine, run_python, write_json
 from .report import write_report
 
 SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
-                 "setfit", "active", "explain")
+                 "setfit", "active", "explain", "long")
 """Cheap sections first, model training next: a run cut short still has the serving numbers. The label-next
 simulation (10-20 min on 2 shared cores) and the explanations' deletion test (issue #26, 3-5 min) come last,
 so they never push an older section out of the budget."""
@@ -59,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trained-seeds", default="", help="comma-separated seeds of the trained rows (default 0-4)")
     p.add_argument("--models", default="", help="comma-separated base models for the trained and setfit sections "
                                                 "(default: small,large)")
+    p.add_argument("--long-models", default="", help="comma-separated base models of the long-texts section "
+                                                     "(default: small)")
+    p.add_argument("--long-seeds", default="", help="comma-separated seeds of the long-texts section (default 0-4)")
+    p.add_argument("--long-test-cap", type=int, default=None, help="test rows per long set (default 300)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="stop starting sections after this long (default 30 for full, none for --quick)")
@@ -128,13 +134,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--datasets names sets not in {data}: {missing}; found {cfg.datasets}", file=sys.stderr)
             return 2
         for name in ("datasets", "large_datasets", "precision_datasets", "trained_datasets",
-                     "setfit_datasets", "throughput_datasets"):
+                     "setfit_datasets", "throughput_datasets", "long_datasets"):
             kept = [d for d in getattr(cfg, name) if d in wanted]
             setattr(cfg, name, kept or ([wanted[0]] if name != "throughput_datasets" else wanted[:2]))
         if cfg.training_dataset not in wanted:
             cfg.training_dataset = wanted[-1]
     if args.seeds:
         cfg.seeds = list(range(args.seeds))
+    if args.long_models:
+        cfg.long_models = [m.strip() for m in args.long_models.split(",") if m.strip()]
+    if args.long_seeds:
+        cfg.long_seeds = [int(x) for x in args.long_seeds.split(",")]
+    if args.long_test_cap:
+        cfg.long_test_cap = args.long_test_cap
     if args.alphas:
         cfg.trained_alphas = [float(x) for x in args.alphas.split(",")]
     if args.trained_seeds:

@@ -106,6 +106,12 @@ class Config:
     """Issue #26: test texts per set whose explanations are put to the deletion test (N = 8 per label, seed 0)."""
     explain_timing_calls: int = 30
     """Distinct ~20-word inputs timed per arm (explain, plain classify), alternating, on small."""
+    long_datasets: list[str] = field(default_factory=lambda: ["imdb", "20newsgroups", "enron_spam"])
+    """Issue #27: sets with texts over the window, scored with truncate END and WINDOWS."""
+    long_test_cap: int = 300
+    long_models: list[str] = field(default_factory=lambda: ["small"])
+    """--long-models small,large adds large (about 5x the time; with --long-seeds 0,1 on this machine)."""
+    long_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     http_seconds: float = 20.0
     http_clients: int = 4
     skip: list[str] = field(default_factory=list)
@@ -127,6 +133,7 @@ class Config:
         cfg.training_dataset = cfg.training_dataset if cfg.training_dataset in available else available[-1]
         cfg.throughput_datasets = [d for d in cfg.throughput_datasets if d in available] or available[:2]
         cfg.explain_datasets = [d for d in cfg.explain_datasets if d in available] or available[:2]
+        cfg.long_datasets = [d for d in cfg.long_datasets if d in available] or available[:1]
         multi = sorted(p.name for p in Path(data).iterdir() if (p / "train.jsonl").is_file())
         cfg.multilabel_dataset = MULTI_LABEL_SET if MULTI_LABEL_SET in multi else (multi[0] if multi else None)
         if quick:
@@ -157,6 +164,8 @@ class Config:
             cfg.unknown_ns = [4]
             cfg.explain_texts = 20
             cfg.explain_timing_calls = 5
+            cfg.long_test_cap = 100
+            cfg.long_seeds = [0]
             cfg.skip = sorted(set(cfg.skip) | set(FULL_ONLY))
         if latency_calls:
             cfg.latency_calls = latency_calls

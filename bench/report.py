@@ -490,6 +490,57 @@ def explain_report(section: dict) -> tuple[list[str], dict]:
     return L, summary
 
 
+LONG_ARMS = ("END", "WINDOWS", "WINDOWS-proba", "WINDOWS-train")
+
+
+def long_summary(section: dict) -> dict[str, Any]:
+    """Per model, set and N: each arm's mean and worst-seed accuracy (in points), and the speeds."""
+    out: dict[str, Any] = {}
+    for r in section.get("rows", []):
+        arm = r["method"].split("/", 1)[1]
+        out.setdefault(r["model"], {}).setdefault(r["dataset"], {}).setdefault(str(r["n"]), {}).setdefault(
+            arm, []).append(r["accuracy"])
+    for by_set in out.values():
+        for by_n in by_set.values():
+            for arms in by_n.values():
+                for arm, values in arms.items():
+                    arms[arm] = {"mean": round(float(np.mean(values)) * 100, 2),
+                                 "worst": round(float(np.min(values)) * 100, 2), "seeds": len(values)}
+    return out
+
+
+def long_report(section: dict) -> tuple[list[str], dict]:
+    """END vs WINDOWS (and the two other uses of the windows) on the long sets, with texts/s."""
+    summary = long_summary(section)
+    L = [f"Instant few-shot on the long sets, {section.get('test_cap')} test rows per set (test shuffled with "
+         f"seed 0), seeds {section.get('seeds')}, precision {section.get('precision')}. Accuracy mean / worst seed "
+         "(points). *END*: Cohere's default, cut at the window. *WINDOWS*: the product's mode, windows averaged "
+         "into one embedding (token-weighted) for the examples and the inputs. *WINDOWS-proba*: the same head, the "
+         "windows' probabilities averaged instead. *WINDOWS-train*: every window of a long example a training text "
+         "(as tuning uses them), inputs read as WINDOWS. Load average "
+         f"{section.get('load_average_start')} at the start, {section.get('load_average_end')} at the end.", "",
+         "| model | set | N | " + " | ".join(LONG_ARMS) + " | WINDOWS − END |",
+         "|---|---|---|" + "---|" * (len(LONG_ARMS) + 1)]
+    for model, by_set in summary.items():
+        for dataset, by_n in by_set.items():
+            for n, arms in by_n.items():
+                cells = [f"{arms[a]['mean']:.1f} / {arms[a]['worst']:.1f}" if a in arms else "–" for a in LONG_ARMS]
+                gain = (f"{arms['WINDOWS']['mean'] - arms['END']['mean']:+.1f}"
+                        if "WINDOWS" in arms and "END" in arms else "–")
+                L.append(f"| {model} | {dataset} | {n} | " + " | ".join(cells) + f" | {gain} |")
+    L += ["", "Speed: the product's `Encoder.embed` on the test rows, cache cleared, END then WINDOWS (texts/s; "
+          "*longer*: share of test rows over the window; *windows*: mean windows a longer text; *capped*: share "
+          "stopped by the 16-window cap).", "",
+          "| model | set | END texts/s | WINDOWS texts/s | WINDOWS / END | longer | windows | capped | load |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in section.get("speed", []):
+        L.append(f"| {r['model']} | {r['dataset']} | {r['end_per_s']} | {r['windows_per_s']} | {r['windows_ratio']:.2f}x | "
+                 f"{r['longer'] * 100:.0f} % | {r['windows_per_long_text']} | {r['capped'] * 100:.1f} % | "
+                 f"{r['load'][0]} → {r['load'][-1]} |")
+    L.append("")
+    return L, {"accuracy": summary, "speed": section.get("speed", [])}
+
+
 def _section_note(name: str, section: dict | None) -> list[str]:
     status = _status(section)
     return [] if status == "ok" else [f"*{name}: {status}*", ""]
@@ -686,6 +737,14 @@ def write_report(results: dict, out: Path) -> None:
         L += ["## Explanations: do the highlighted words matter? (issue #26)", ""] + _section_note("explain", ex)
     if _ok(ex) and ex.get("rows"):
         lines, summary["explain"] = explain_report(ex)
+        L += lines
+
+    # Long texts
+    lt = s.get("long") or {}
+    if lt:  # records from before issue #27 have no such section
+        L += ["## Long texts: truncate END vs WINDOWS (issue #27)", ""] + _section_note("long", lt)
+    if _ok(lt) and lt.get("rows"):
+        lines, summary["long"] = long_report(lt)
         L += lines
 
     # HTTP

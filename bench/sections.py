@@ -729,6 +729,106 @@ def explain_faithfulness(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# Long texts (issue #27): truncate END against WINDOWS, and two other ways to use the windows
+
+
+def _window_vectors(encoder, texts: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each text's windows under WINDOWS (``Encoder.reading``) embedded as pieces, one batched pass.
+
+    Returns {text: (windows x dim)} and each text's ``Reading``; the product's mean is ``combine_windows`` of these.
+    """
+    readings = {t: encoder.reading(t, "WINDOWS") for t in texts}
+    pieces = [t[a:b] for t in texts for a, b in readings[t].windows]
+    vectors = encoder.embed(pieces, truncate="END") if pieces else np.zeros((0, encoder.dimension), np.float32)
+    encoder.clear_cache()
+    out, at = {}, 0
+    for t in texts:
+        k = len(readings[t].windows)
+        out[t] = vectors[at:at + k]
+        at += k
+    return out, readings
+
+
+@section("long")
+def long_texts(cfg: dict) -> dict:
+    """END vs WINDOWS on the long sets, instant few-shot, every N and seed, with texts/s of each (issue #27).
+
+    Arms on the same samples and test rows: ``END`` (Cohere's default), ``WINDOWS`` (the product: windows
+    averaged into one embedding, token-weighted), ``WINDOWS-proba`` (the same fitted head, the windows'
+    probabilities averaged instead) and ``WINDOWS-train`` (every window of a long example a training text,
+    as tuning uses them; test read as WINDOWS). Embeddings under WINDOWS equal END's for texts within the
+    window (tested bit for bit), so END embeds every text once and the windows pass covers the long ones.
+    texts/s: the product's ``embed`` on the test rows alone, cache cleared, END then WINDOWS.
+    """
+    from playground.classifier import FewShotClassifier
+    from playground.embeddings import get_encoder, resolve_precision
+    from playground.windows import combine_windows
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    precision = resolve_precision("auto")
+    rows, speed, shape = [], [], []
+    seeds = cfg.get("long_seeds", cfg["seeds"])
+    for model in cfg.get("long_models", ["small"]):
+        encoder = get_encoder(model, precision=precision)
+        for name in cfg["long_datasets"]:
+            ds = load_single_label(cfg["data"], name, cfg.get("long_test_cap", cfg["test_cap"]))
+            samples = {(n, seed): sample_per_label(ds.train_labels, n, seed) for n in cfg["ns"] for seed in seeds}
+            timing = {"model": model, "dataset": name, "texts": len(ds.test_texts), "load": [_load()]}
+            for mode in ("END", "WINDOWS"):
+                encoder.clear_cache()
+                with Timer() as t:
+                    encoder.embed(ds.test_texts, truncate=mode)
+                timing[f"{mode.lower()}_per_s"] = round(len(ds.test_texts) / t.seconds, 2)
+            encoder.clear_cache()
+            timing["load"].append(_load())
+            timing["windows_ratio"] = round(timing["windows_per_s"] / timing["end_per_s"], 3)
+            needed = sorted(set(ds.test_texts) | {ds.train_texts[i] for idx in samples.values() for i in idx})
+            end, _ = _embed_all(encoder, needed)
+            long_texts_ = [t for t in needed if encoder.reading(t, "END").longer]
+            windows, readings = _window_vectors(encoder, long_texts_)
+            tokens = {t: readings[t].window_tokens for t in long_texts_}
+            mean = {t: combine_windows(windows[t], tokens[t]) for t in long_texts_}
+
+            def X(texts: list[str], how: str) -> np.ndarray:
+                return np.stack([mean[t] if how == "WINDOWS" and t in mean else end[t] for t in texts])
+
+            test_read = [readings.get(t) for t in ds.test_texts]
+            shape.append({"model": model, "dataset": name, "test_rows": len(ds.test_texts),
+                          "longer": round(float(np.mean([r is not None for r in test_read])), 3),
+                          "windows_per_long_text": round(float(np.mean([len(r.windows) for r in test_read if r])), 2)
+                          if any(test_read) else 0.0,
+                          "capped": round(float(np.mean([bool(r and r.capped) for r in test_read])), 4)})
+            timing.update(shape[-1])
+            speed.append(timing)
+            Xe, Xw = X(ds.test_texts, "END"), X(ds.test_texts, "WINDOWS")
+            for (n, seed), idx in samples.items():
+                texts = [ds.train_texts[i] for i in idx]
+                y = [ds.train_labels[i] for i in idx]
+                common = {"n_train": len(idx), "test_rows": len(ds.test_texts)}
+                for how, Xt in (("END", Xe), ("WINDOWS", Xw)):
+                    with Timer() as t:
+                        clf = FewShotClassifier().fit(X(texts, how), y)
+                    rows.append(_row(f"instant/{how}", model, precision, ds, n, seed, clf.classes_, clf.predict_proba(Xt),
+                                     t.seconds, **common))
+                    if how == "WINDOWS":  # the same head, the windows' probabilities averaged (token-weighted)
+                        proba = np.stack([
+                            np.average(clf.predict_proba(windows[q]), axis=0, weights=tokens[q]) if q in windows
+                            else clf.predict_proba(end[q][None])[0] for q in ds.test_texts])
+                        rows.append(_row("instant/WINDOWS-proba", model, precision, ds, n, seed, clf.classes_, proba,
+                                         t.seconds, **common))
+                Xtr = np.concatenate([windows[q] if q in windows else end[q][None] for q in texts])
+                ytr = [label for q, label in zip(texts, y) for _ in range(len(windows[q]) if q in windows else 1)]
+                with Timer() as t:
+                    clf = FewShotClassifier().fit(Xtr, ytr)
+                rows.append(_row("instant/WINDOWS-train", model, precision, ds, n, seed, clf.classes_,
+                                 clf.predict_proba(Xw), t.seconds, **common, n_train_windows=len(ytr)))
+            _checkpoint({"rows": rows, "speed": speed})
+    return {"rows": rows, "speed": speed, "precision": precision, "load_average_start": load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()], "seeds": seeds,
+            "test_cap": cfg.get("long_test_cap", cfg["test_cap"])}
+
+
+# ----------------------------------------------------------------------------------------------
 # HTTP: bench/http_load.py (4 clients, 20 s on 127.0.0.1)
 
 

@@ -50,8 +50,8 @@ def test_quick_run_writes_every_section(quick_run):
     out, results = quick_run
     sections = results["sections"]
     assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
-                              "multilabel", "setfit", "active", "explain"]
-    for name in ("accuracy", "latency", "throughput", "active", "explain"):
+                              "multilabel", "setfit", "active", "explain", "long"]
+    for name in ("accuracy", "latency", "throughput", "active", "explain", "long"):
         assert sections[name]["status"] == "ok", sections[name]
         assert 50 < sections[name]["peak_rss_mb"] < 4000
     for name in ("trained", "setfit", "multilabel", "coldstart", "http"):
@@ -59,6 +59,7 @@ def test_quick_run_writes_every_section(quick_run):
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
     report = (out / "BENCHMARKS.md").read_text()
     for heading in ("## Accuracy", "## Calibration", "## Latency", "## Throughput", "## Label next", "## Explanations",
+                    "## Long texts",
                     "## Memory", "## Targets", "reviews", "topics"):
         assert heading in report
     assert (out / "bench_reliability.png").stat().st_size > 1000
@@ -120,6 +121,15 @@ def test_quick_run_puts_the_explanations_to_the_deletion_test(quick_run):
         assert r["texts"] > 0 and r["mean_words"] > 3
         assert all(r[f"drop_top_{k}"] > r[f"drop_random_{k}"] for k in (1, 2, 3))  # the highlighted words matter
     assert "| drop top-1 / random-1 |" in (out / "BENCHMARKS.md").read_text()
+
+
+def test_quick_run_scores_end_against_windows(quick_run):
+    _, results = quick_run
+    section = results["sections"]["long"]
+    arms = {r["method"] for r in section["rows"]}
+    assert arms == {"instant/END", "instant/WINDOWS", "instant/WINDOWS-proba", "instant/WINDOWS-train"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in section["rows"])
+    assert all(s["end_per_s"] > 0 and s["windows_per_s"] > 0 for s in section["speed"])
 
 
 @pytest.fixture(scope="module")
