@@ -52,6 +52,11 @@ RESULT_COLUMNS = ("prediction", "confidence")
 CONFIDENCE_PREFIX = "confidence_"
 ERROR_COLUMN = "error"
 SNIFF_BYTES = 64 * 1024
+WINDOWS_PER_CHUNK = {"small": 1024}
+"""Under ``truncate="WINDOWS"`` a chunk ends at this many windows (else ``DEFAULT_WINDOWS_PER_CHUNK``) as well as
+at its rows: a file of long texts then costs each chunk what a file of short ones does (memory flat, progress
+as lively), whatever the texts' lengths."""
+DEFAULT_WINDOWS_PER_CHUNK = 256
 MULTI_LABEL_JOIN = "; "
 
 
@@ -69,6 +74,8 @@ class BulkProgress:
     rows_done: int
     total: int
     seconds_elapsed: float
+    windows_done: int = 0
+    """Windows read so far under ``truncate="WINDOWS"`` (a long row counts each of its windows; 0 otherwise)."""
 
     @property
     def rate(self) -> float:
@@ -301,7 +308,8 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
         Field delimiter; sniffed (comma, semicolon or tab) when not given.
     progress : callable(BulkProgress), optional
         Called after every chunk (and once at the start) with rows done, total, time left.
-        An exception it raises stops the job, nothing written.
+        An exception it raises stops the job, nothing written. Under ``truncate="WINDOWS"`` it also
+        counts the windows read (``BulkProgress.windows_done``).
     stop : threading.Event or callable returning bool, optional
         Checked before every chunk; when set, the job stops and ``BulkResult.stopped`` is True.
     unknown_below : float, optional
@@ -313,6 +321,7 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
     unknown_below = check_unknown_below(unknown_below)
     if chunk_size is None:
         chunk_size = CHUNK_SIZES.get(model, DEFAULT_CHUNK_SIZE) if classifier is None else DEFAULT_CHUNK_SIZE
+    chunk_windows = WINDOWS_PER_CHUNK.get(model, DEFAULT_WINDOWS_PER_CHUNK) if classifier is None else DEFAULT_WINDOWS_PER_CHUNK
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive integer. But it was: {chunk_size!r}")
     output = Path(output)
@@ -323,12 +332,18 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
         kwargs = {} if precision is None else {"precision": precision}  # None: the engine's default, as classify
         classifier = get_classifier(examples, model, truncate=truncate, **kwargs)
     is_stopped = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+    encoder = getattr(classifier, "encoder", None)
+    windows_of = None
+    if truncate == "WINDOWS" and encoder is not None:
+        def windows_of(row: list[str]) -> int:
+            text = row[layout.text_index] if layout.text_index < len(row) else ""
+            return len(encoder.reading(text, "WINDOWS").windows) if text.strip() else 0
     report = progress or (lambda _: None)
     report(BulkProgress(0, total, 0.0))
 
     labels = _labels_of(classifier)
     width = len(layout.header)
-    done = errors = 0
+    done = errors = windows_done = 0
     header: list[str] | None = None
     rows: Iterator[list[str]] | None = None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
@@ -350,7 +365,7 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
 
             rows = _rows(source, layout.encoding, layout.delimiter)
             next(rows, None)  # the header
-            for chunk in _chunks((row for row in rows if row), chunk_size):
+            for chunk, windows in _chunks((row for row in rows if row), chunk_size, windows_of, chunk_windows):
                 if is_stopped():
                     return BulkResult(None, done, total, errors, tuple(labels or ()), tuple(header or ()),
                                       layout.text_column, time.perf_counter() - started, stopped=True)
@@ -373,7 +388,8 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
                 if labels is not None:
                     flush()
                 done += len(chunk)
-                report(BulkProgress(done, total, time.perf_counter() - started))
+                windows_done += windows
+                report(BulkProgress(done, total, time.perf_counter() - started, windows_done))
             flush()
             out.flush()
             os.fsync(out.fileno())
@@ -386,12 +402,16 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
                       time.perf_counter() - started)
 
 
-def _chunks(rows: Iterable[list[str]], size: int) -> Iterator[list[list[str]]]:
+def _chunks(rows: Iterable[list[str]], size: int, windows_of: Callable[[list[str]], int] | None = None,
+            chunk_windows: int = DEFAULT_WINDOWS_PER_CHUNK) -> Iterator[tuple[list[list[str]], int]]:
+    """Rows in chunks of ``size``, each with its windows; with ``windows_of``, a chunk also ends at ``chunk_windows``."""
     chunk: list[list[str]] = []
+    windows = 0
     for row in rows:
         chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
+        windows += windows_of(row) if windows_of is not None else 0
+        if len(chunk) == size or (windows_of is not None and windows >= chunk_windows):
+            yield chunk, windows
+            chunk, windows = [], 0
     if chunk:
-        yield chunk
+        yield chunk, windows

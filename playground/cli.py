@@ -34,7 +34,7 @@ from .label_next import (
 from .metrics import headline_keys, scored_on
 from .store import TrainingBusyError, list_models
 from .training import TrainingCancelled, TrainingProgress, TrainingSettings, train
-from .validation import ValidationError
+from .validation import TRUNCATE_OPTIONS, ValidationError
 
 
 def _print_json(data) -> None:
@@ -105,7 +105,8 @@ def _classify_file(args: argparse.Namespace) -> int:
     examples = read_examples_csv(args.examples).examples if args.examples else None
 
     def show(p: BulkProgress) -> None:
-        print(f"\r{p.rows_done:,}/{p.total:,} rows · {p.rate:,.0f} rows/s · ETA {format_eta(p.seconds_left)}   ",
+        windows = f" · {p.windows_done:,} windows" if p.windows_done else ""
+        print(f"\r{p.rows_done:,}/{p.total:,} rows{windows} · {p.rate:,.0f} rows/s · ETA {format_eta(p.seconds_left)}   ",
               end="", file=sys.stderr, flush=True)
 
     result = classify_file(args.input_file, args.output, examples=examples, model=args.model,
@@ -257,6 +258,10 @@ def cmd_spark_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+TRUNCATE_HELP = ("texts over the model's window: END keeps the start (default, as Cohere), START the end, NONE refuses; "
+                 "WINDOWS reads all of it in windows (at most $CLASSIFY_MAX_WINDOWS, default 16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="Classify Playground from the shell.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -265,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts to classify (or one per line on stdin)")
     p.add_argument("--examples", help="CSV of text,label examples (few-shot on --model small|large)")
     p.add_argument("--model", default="small", help="small, large or a custom model name (default: small)")
-    p.add_argument("--truncate", default="END", choices=["END", "START", "NONE"])
+    p.add_argument("--truncate", default="END", choices=list(TRUNCATE_OPTIONS), help=TRUNCATE_HELP)
     p.add_argument("--input-file", help="CSV with a header row to classify in bulk (needs --output)")
     p.add_argument("--text-column", help="column of --input-file to classify (default: text, else the first)")
     p.add_argument("--output", help="CSV to write: the input's columns + prediction, confidence, "
@@ -292,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uncertainty+diversity (default), uncertainty, random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="small", choices=["small", "large"])
-    p.add_argument("--truncate", default="END", choices=["END", "START", "NONE"])
+    p.add_argument("--truncate", default="END", choices=list(TRUNCATE_OPTIONS), help=TRUNCATE_HELP)
     p.add_argument("--precision", choices=PRECISIONS, default=None, help="encoder precision (default: auto)")
     p.set_defaults(func=cmd_suggest)
 
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "confidence, confidences (label -> confidence), error")
     p.add_argument("--master", default="local[2]", help="Spark master (default: local[2]; e.g. yarn, spark://host:7077)")
     p.add_argument("--partitions", type=int, default=None, help="repartition the input into N tasks first")
-    p.add_argument("--truncate", default="END", choices=["END", "START", "NONE"])
+    p.add_argument("--truncate", default="END", choices=list(TRUNCATE_OPTIONS), help=TRUNCATE_HELP)
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="encoder precision (default: $CLASSIFY_PRECISION or auto = bf16 where the driver's CPU has it)")
     p.set_defaults(func=cmd_spark_classify)

@@ -272,3 +272,27 @@ def test_bulk_page_unknown_answer_is_opt_in(small_encoder):
     frame = at.dataframe[0].value
     assert list(frame["prediction"]) == ["unknown", "unknown"]
     assert list(frame["confidence_negative"]) == list(plain["confidence_negative"])
+
+
+def test_windows_read_long_rows_in_chunks_of_windows_with_progress(tmp_path, small_encoder, monkeypatch):
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    from playground import bulk
+
+    monkeypatch.setitem(bulk.WINDOWS_PER_CHUNK, "small", 4)
+    texts = [*LONG_TICKETS, "where is my parcel?", "!!! ... --- " * 300, "   "] * 3
+    source = tmp_path / "long.csv"
+    with source.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text"], *([t] for t in texts)])
+    seen: list[BulkProgress] = []
+    result = classify_file(source, tmp_path / "out.csv", examples=LONG_EXAMPLES, truncate="WINDOWS",
+                           chunk_size=1000, progress=seen.append)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["prediction"] for r in rows[:2]] == list(LONG_TICKETS.values())  # decided past the window
+    assert rows[2]["prediction"] == "shipping"
+    assert rows[3]["prediction"] and not rows[3]["error"]  # punctuation only, over the window: read, no crash
+    assert rows[4]["error"] == "empty text" and result.errors == 3
+    windows = [len(small_encoder.reading(t, "WINDOWS").windows) for t in texts if t.strip()]
+    assert seen[-1].windows_done == sum(windows) and seen[-1].rows_done == len(texts)
+    assert len(seen) > 3  # 1,000 rows a chunk, but every 4 windows ended one
