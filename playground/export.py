@@ -100,6 +100,9 @@ def cohere_snippet(inputs: Sequence[str], examples: Sequence[Example] | None, mo
     """The Cohere SDK call of Cohere's guide, pointed at this project's server (``unknown_below`` applied client-side)."""
     few_shot = bool(examples) and model in BASE_MODELS
     lines = ["import os", "", "import cohere"]
+    if truncate == "WINDOWS":
+        lines = ["# truncate='WINDOWS' is this project's extension (long texts read whole, in windows): it works against",
+                 "# this local server only; Cohere's own API takes END, START or NONE.", ""] + lines
     if label_names and few_shot:
         lines = ["# Cohere's SDK cannot send label_names or descriptions (our extensions): this call classifies without the label-name",
                  "# hint. The Python and JSON exports keep it.", ""] + lines

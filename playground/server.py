@@ -82,7 +82,8 @@ class ClassifyRequest(BaseModel):
         default=None, description="At least 2 examples for each of at least 2 labels, at most 2,500; "
                                   "leave out for a custom model.")
     model: str | None = Field(default="small", description="small, large or a custom model name.")
-    truncate: str | None = Field(default="END", description="NONE, START or END (default END).")
+    truncate: str | None = Field(default="END", description="NONE, START or END (default END), as Cohere's; "
+                                 "WINDOWS is an extension: a text over the window is read whole, in windows.")
     preset: str | None = Field(default=None, description="Accepted for compatibility and ignored.")
     label_names: bool | None = Field(
         default=None, description="An extension (not Cohere's): use the label names as a prior, weighted out of fold "

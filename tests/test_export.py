@@ -81,3 +81,14 @@ def test_unknown_below_is_exported_only_when_on():
     assert json.loads(words[words.index("--data-binary") + 1])["unknown_below"] == 0.62
     ast.parse(marked["cohere"])  # Cohere's SDK cannot send it: the same rule is applied to its answer
     assert "c.confidence >= 0.62 else 'unknown'" in marked["cohere"]
+
+
+def test_windows_is_exported_in_every_request_and_said_to_be_local_in_the_cohere_one():
+    snippets = all_snippets(INPUTS, AWKWARD, truncate="WINDOWS")
+    assert json.loads(snippets["json"])["truncate"] == "WINDOWS"
+    assert "truncate='WINDOWS'" in snippets["python"] and "truncate='WINDOWS'" in snippets["cohere"]
+    words = shlex.split(snippets["curl"])
+    assert json.loads(words[words.index("--data-binary") + 1])["truncate"] == "WINDOWS"
+    ast.parse(snippets["cohere"])
+    assert "this local server only" in snippets["cohere"]
+    assert "WINDOWS" not in all_snippets(INPUTS, AWKWARD)["cohere"]

@@ -73,6 +73,18 @@ def test_seed_request_gives_cohere_v1_response(client, seed, seed_body):
         assert item["classification_type"] == "single-label"
 
 
+def test_truncate_windows_is_an_extension_reading_past_the_window(client):
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    body = {"inputs": list(LONG_TICKETS), "examples": [{"text": t, "label": l} for t, l in LONG_EXAMPLES]}
+    plain = client.post("/v1/classify", json=body).json()["classifications"]  # no truncate: Cohere's END
+    windowed = client.post("/v1/classify", json={**body, "truncate": "WINDOWS"}).json()["classifications"]
+    expected = classify(list(LONG_TICKETS), LONG_EXAMPLES, truncate="END")
+    assert [c["confidence"] for c in plain] == pytest.approx([r.confidence for r in expected])
+    assert [c["prediction"] for c in windowed] == list(LONG_TICKETS.values())
+    assert set(windowed[0]) == set(plain[0])  # the same Cohere shape either way
+
+
 def test_preset_is_accepted_and_truncate_is_case_insensitive(client, seed_body):
     r = client.post("/v1/classify", json={**seed_body, "preset": "some-preset-id", "truncate": "start",
                                           "model": "small"})
@@ -113,7 +125,7 @@ BAD_REQUESTS = {
         lambda b: {**b, "examples": b["examples"] + [{"text": "The package was damaged", "label": "positive"}]},
         "is given different labels (negative, positive)"),
     "bad truncate": (lambda b: {**b, "truncate": "MIDDLE"},
-                     "truncate must be one of NONE, START, END - received 'MIDDLE'"),
+                     "truncate must be one of NONE, START, END, WINDOWS - received 'MIDDLE'"),
     "too long with NONE": (lambda b: {**b, "inputs": ["word " * 400], "truncate": "NONE"},
                            "inputs[0] is too long"),
     "base model without examples": (lambda b: {"inputs": b["inputs"]}, "model 'small' needs examples"),

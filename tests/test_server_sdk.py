@@ -176,3 +176,14 @@ def test_live_server_refuses_an_oversized_body_and_stays_up(server, co, seed):
     response = co.classify(inputs=list(seed.inputs),
                            examples=[ClassifyExample(text=e.text, label=e.label) for e in seed.examples])
     assert [c.prediction for c in response.classifications] == ["negative", "negative"]
+
+
+def test_exported_cohere_snippet_sends_windows_to_the_local_server(server, tmp_path):
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    examples = [Example(t, l) for t, l in LONG_EXAMPLES]
+    script = tmp_path / "cohere_windows.py"
+    script.write_text(cohere_snippet(list(LONG_TICKETS), examples, truncate="WINDOWS", server_url=server),
+                      encoding="utf-8")
+    out = _run_snippet([sys.executable, str(script)], tmp_path)
+    assert [line.split()[0] for line in out.splitlines()] == list(LONG_TICKETS.values())  # read past the window

@@ -92,7 +92,7 @@ def test_workspace_checks_its_fields_and_names_each_problem():
     with pytest.raises(ValidationError) as info:
         Workspace(truncate="MIDDLE", unknown_below=3, precision="fp64", label_names="yes", examples="not rows")
     problems = info.value.problems
-    assert any(p.startswith("truncate: 'MIDDLE' is not one of NONE, START, END") for p in problems)
+    assert any(p.startswith("truncate: 'MIDDLE' is not one of NONE, START, END, WINDOWS") for p in problems)
     assert any(p.startswith("unknown_below: not a number from 0 to 1") for p in problems)
     assert any(p.startswith("precision: 'fp64'") for p in problems)
     assert any(p.startswith("label_names: not true or false") for p in problems)
@@ -123,7 +123,7 @@ def _damage(folder: Path, edit) -> bytes:
     (lambda b: b.replace(b'"unknown_below": 0.5', b'"unknown_below": 7'), {"examples", "inputs", "model"},
      ["unknown_below: not a number from 0 to 1 (7); set to its default"]),
     (lambda b: b.replace(b'"truncate": "END"', b'"truncate": "MIDDLE"'), {"examples", "inputs"},
-     ["truncate: 'MIDDLE' is not one of NONE, START, END; set to its default"]),
+     ["truncate: 'MIDDLE' is not one of NONE, START, END, WINDOWS; set to its default"]),
     (lambda b: b.replace(b'"results": null', b'"results": [{"input": 3}]'), {"examples", "inputs"},
      ["results: a result's labels are not label: confidence pairs; set to its default"]),
     (lambda b: b.replace(b'"label_names": true,\n', b''), {"examples", "inputs"},
