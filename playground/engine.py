@@ -355,6 +355,13 @@ def forget_model(folder: Path) -> None:
 on_change(forget_model)
 
 
+def model_encoder(model: str, *, precision: str = DEFAULT_PRECISION, directory: Path | None = None) -> Encoder:
+    """The encoder a model reads texts with: a base model's, or a custom model's tuned body (for ``length_notes``)."""
+    if model in BASE_MODELS:
+        return get_encoder(model, precision=precision)
+    return load_model(model, precision=precision, directory=directory).encoder
+
+
 def get_classifier(examples: Iterable[ExampleLike] | None, model: str = "small", *, truncate: str = "END",
                    precision: str = DEFAULT_PRECISION, directory: Path | None = None, label_names: bool = False,
                    descriptions: Mapping[str, str] | None = None) -> Classifier:

@@ -142,3 +142,28 @@ def test_why_tints_each_word_and_lists_the_nearest_examples():
     [nearest] = [frame.value for frame in at.dataframe if "nearest example" in frame.value.columns]
     seed = {ex.text: ex.label for ex in load_preset("review-sentiment").examples}
     assert len(nearest) == 3 and all(seed[t] == label for t, label in zip(nearest["nearest example"], nearest["label"]))
+
+
+def test_long_inputs_are_read_in_windows_and_the_page_says_how():
+    import pandas as pd
+
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    at = run_app()
+    grid = pd.DataFrame({"text": [t for t, _ in LONG_EXAMPLES], "label": [l for _, l in LONG_EXAMPLES],
+                         "description": [None] * len(LONG_EXAMPLES)}, dtype="string")
+    at.session_state.classify_examples = grid
+    at.session_state.classify_current = grid
+    at.session_state.classify_editor_version += 1
+    at.text_area(key="classify_inputs").set_value("\n".join([*LONG_TICKETS, "where is my parcel?"])).run()
+    button(at, "Classify").click().run()  # the default, END: both long inputs cut, and the page says so
+    notes = [c.value for c in at.caption if c.value.startswith("Longer than the model's window")]
+    assert len(notes) == 2 and all("cut at the end (END)" in n for n in notes)
+    assert notes[0].startswith("Longer than the model's window: input 1:")
+    at.selectbox(key="classify_truncate").set_value("WINDOWS").run()
+    button(at, "Classify").click().run()
+    assert not at.exception and not at.error
+    notes = [c.value for c in at.caption if c.value.startswith("Longer than the model's window")]
+    assert len(notes) == 2 and all("read in 2 windows" in n for n in notes)
+    results = at.session_state.classify_results
+    assert [r.prediction for r in results[:2]] == list(LONG_TICKETS.values())

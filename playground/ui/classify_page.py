@@ -23,7 +23,7 @@ from playground.embeddings import (
     is_loaded,
     resolve_precision,
 )
-from playground.engine import load_folder, with_unknown
+from playground.engine import length_notes, load_folder, model_encoder, with_unknown
 from playground.explain import Explanation, classify, tinted_html, with_explanations
 from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
@@ -238,6 +238,13 @@ def init_state() -> None:
         st.session_state.classify_notice = None
 
 
+TRUNCATE_TITLES = {"END": "END: keep the start", "START": "START: keep the end", "NONE": "NONE: refuse them",
+                   "WINDOWS": "WINDOWS: read it all, in windows"}
+TRUNCATE_HELP = ("The model reads 254 word pieces (small; 382 on large), about 190-290 words. END, START and NONE are "
+                 "Cohere's. WINDOWS reads a longer text whole in overlapping windows cut at sentence ends and averages "
+                 "them (at most 16 windows, about 3,000 words); it costs one extra embedding per window, and texts "
+                 "within the window get exactly END's answer. After Classify, the results say which inputs were "
+                 "longer and how they were read.")
 KEPT_WIDGETS = ("classify_inputs", "classify_model", "classify_precision", "classify_truncate", "classify_label_names", "classify_preset",
                 "classify_upload_mode", "classify_server_url", "classify_unknown", "classify_unknown_below",
                 "classify_unknown_target", "classify_explain")
@@ -381,8 +388,7 @@ with st.expander("Advanced settings", expanded=False):
     st.caption(f"In use: **{resolve_precision(precision)}**" + (" (auto)" if precision == "auto" else ""))
     st.session_state.setdefault("classify_truncate", "END")
     truncate = st.selectbox("Texts longer than the model takes", sorted(TRUNCATE_OPTIONS), key="classify_truncate",
-                            format_func={"END": "END: keep the start", "START": "START: keep the end",
-                                         "NONE": "NONE: refuse them"}.get)
+                            format_func=TRUNCATE_TITLES.get, help=TRUNCATE_HELP)
     label_names = st.checkbox("Use the label names as a hint (untuned model)", key="classify_label_names",
                               help="The names are weighed by how well they predict your examples out of fold, so "
                                    "meaningless names cost nothing; on public sets they add about 3 points at 8 "
@@ -470,6 +476,7 @@ if st.button("Classify", type="primary"):
             if tuned is not None:  # this grid was tuned: the tuned encoder and its head answer
                 check_inputs(inputs, max_inputs=None)
                 tuned_model = load_folder(tuned.folder, precision=precision)
+                encoder = tuned_model.encoder
                 results = with_unknown(tuned_model.classify(inputs, truncate=truncate), unknown_below)
                 st.session_state.classify_results = (with_explanations(tuned_model, results, truncate=truncate)
                                                      if explain else results)
@@ -479,8 +486,11 @@ if st.button("Classify", type="primary"):
                                                              label_names=label_names and custom is None,
                                                              descriptions=descriptions or None,
                                                              unknown_below=unknown_below, explain=explain)
+                encoder = model_encoder(model, precision=precision)
+            st.session_state.classify_length_notes = [str(n) for n in length_notes(encoder, inputs, truncate=truncate)]
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         st.session_state.classify_results = None
+        st.session_state.classify_length_notes = []
         show_problems("Could not classify:", exc)
 
 if custom is None:
@@ -503,6 +513,8 @@ if custom is None:
 
 if st.session_state.classify_results:
     st.subheader("Results")
+    for note in st.session_state.get("classify_length_notes") or []:
+        st.caption(f"Longer than the model's window: {note}")
     show_results(st.session_state.classify_results)
 
 if "classify_server_url" not in st.session_state:
