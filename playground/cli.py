@@ -135,7 +135,8 @@ def format_metrics(metrics: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``train FILE --name NAME [--multi-label] …``: progress on stderr, the model's info as JSON on stdout."""
-    overrides = {key: getattr(args, key) for key in ("time_budget_s", "steps", "use_label_names", "cv_folds", "keep")
+    overrides = {key: getattr(args, key) for key in ("time_budget_s", "steps", "use_label_names", "cv_folds", "keep",
+                                                    "long_texts")
                  if getattr(args, key, None) is not None}
     try:
         settings = TrainingSettings(**overrides)
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the label names as extra examples (default auto: when cross-validation says they help)")
     p.add_argument("--cv-folds", type=int, default=None,
                    help="folds for the honest scores, each tuned without its fold (default 3; 0 = no scores)")
+    p.add_argument("--long-texts", choices=["END", "WINDOWS"], default=None,
+                   help="examples over the window: END (default) cuts them; WINDOWS tunes on all their windows and "
+                        "reads them in windows for the head (classify such a model with --truncate WINDOWS)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list saved custom models (JSON out)")

@@ -27,7 +27,7 @@ import numpy as np
 from ._files import READY_MARK, cache_dir, publish_folder
 from .batching import tokenized_batches
 from .onnx_int8 import OnnxBody, load_int8_body
-from .windows import PREFIX_CHARS_PER_TOKEN, Reading, combine_windows, max_windows_setting, window_spans
+from .windows import Reading, combine_windows, max_windows_setting, token_offsets, window_spans
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 """Set once, here, before any Hugging Face library is imported: weights load from local folders only."""
@@ -378,27 +378,13 @@ class Encoder:
             return 0, offsets[limit - 1][1]
         return offsets[-limit][0], len(text)
 
-    def _offsets(self, text: str, need: int) -> tuple[list[tuple[int, int]], bool]:
-        """The word pieces' character offsets of ``text`` (no special tokens), and whether they are all of them.
-
-        Only as much of a huge text as holds more than ``need`` pieces is tokenized (a 5 MB cell costs
-        the tokenizer a few tens of kB); the piece at the prefix's cut, maybe half a word, is dropped.
-        """
-        budget = max(need, 1) * PREFIX_CHARS_PER_TOKEN
-        while budget < len(text):
-            offsets = self.tokenizer(text[:budget], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-            if len(offsets) > need + 1:
-                return offsets[:-1], False
-            budget *= 4
-        return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"], True
-
     def reading(self, text: str, truncate: str = "END", *, max_windows: int | None = None) -> Reading:
         """How the model reads ``text`` under ``truncate``: its length in word pieces, the characters read,
         in how many windows (``windows.py``). NONE reads like END here (``kept_span`` is what refuses)."""
         limit = self.max_tokens - 2
         if truncate == "WINDOWS":
             cap = max_windows_setting(max_windows)
-            offsets, whole = self._offsets(text, cap * limit)
+            offsets, whole = token_offsets(self.tokenizer, text, cap * limit)
             if len(offsets) <= limit:
                 return Reading(len(offsets), limit, ((0, len(text)),), truncate, window_tokens=(len(offsets),))
             spans = window_spans(text, offsets, limit=limit, max_windows=cap)

@@ -55,6 +55,7 @@ from .validation import (
     check_float,
     check_int,
 )
+from .windows import combine_windows, max_windows_setting, window_texts
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -72,6 +73,9 @@ class TrainingCancelled(RuntimeError):
 
 KeepChoice = Literal["best", "tuned"]
 KEEP_CHOICES: tuple[str, ...] = get_args(KeepChoice)
+LongTexts = Literal["END", "WINDOWS"]
+"""How training reads an example over the window: cut (END), or all of its windows (WINDOWS, ``windows.py``)."""
+LONG_TEXT_CHOICES: tuple[str, ...] = get_args(LongTexts)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,11 @@ class TrainingSettings:
     keep : {"best", "tuned"}, default="best"
         "best": when the honest scores say the tuned model is not better than the untuned one, the
         untuned model is kept (and the reason said, with both scores). "tuned": keep the tuned one anyway.
+    long_texts : {"END", "WINDOWS"}, default="END"
+        "WINDOWS": an example longer than ``max_seq_length`` tunes the encoder with all of its windows
+        (``windows.py``; each window a training text with the example's label, at most
+        ``$CLASSIFY_MAX_WINDOWS`` or 16 of them), and the head and the scores read examples as
+        ``truncate="WINDOWS"`` does (windows of the model's length, averaged). "END": cut, as before.
 
     >>> TrainingSettings(steps=20, cv_folds=0)
     """
@@ -113,6 +122,7 @@ class TrainingSettings:
     seed: int = 42
     num_threads: int | None = None
     keep: KeepChoice = "best"
+    long_texts: LongTexts = "END"
 
     def __post_init__(self) -> None:
         if self.steps is not None:
@@ -130,6 +140,12 @@ class TrainingSettings:
             check_int("num_threads", self.num_threads, 1, 256)
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}. But it was: {self.keep!r}")
+        if self.long_texts not in LONG_TEXT_CHOICES:
+            raise ValueError(f"long_texts must be one of {', '.join(LONG_TEXT_CHOICES)}. But it was: {self.long_texts!r}")
+
+    @property
+    def windows(self) -> bool:
+        return self.long_texts == "WINDOWS"
 
     def tuning(self, *, steps: int | None = None, threads: int | None = None) -> TuningSettings:
         """The encoder tuning these settings ask for. ``steps`` fixes the step count and drops the time cap (the
@@ -358,16 +374,23 @@ def load_base(base_model: str) -> SentenceTransformer:
 def tune_body(body: SentenceTransformer, data: TrainingData, tuning: TuningSettings, *,
               descriptions: dict[str, str] | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
-              cancel: CancelFlag | None = None) -> TuningReport:
+              cancel: CancelFlag | None = None, windows: bool = False) -> TuningReport:
     """Tune ``body`` in place on ``data`` (playground.tuning: cached lower layers, top layers trained).
 
-    ``on_step(step, total_steps, seconds_left)``; a cancel raises ``TrainingCancelled``.
+    ``on_step(step, total_steps, seconds_left)``; a cancel raises ``TrainingCancelled``. ``windows``: an
+    example longer than ``tuning.max_seq_length`` gives all its windows, each with the example's label.
     """
     from .tuning import TuningCancelled, tune_encoder  # heavy: torch
 
     labels = [list(e.labels) if data.multi_label else e.label for e in data.examples]
+    texts = [e.text for e in data.examples]
+    if windows:
+        limit = min(int(body.max_seq_length), tuning.max_seq_length or int(body.max_seq_length)) - 2
+        cut = [window_texts(body.tokenizer, text, limit=limit, max_windows=max_windows_setting())[0] for text in texts]
+        labels = [label for label, parts in zip(labels, cut) for _ in parts]
+        texts = [part for parts in cut for part in parts]
     try:
-        return tune_encoder(body, [e.text for e in data.examples], labels, settings=tuning,
+        return tune_encoder(body, texts, labels, settings=tuning,
                             label_descriptions=descriptions,
                             progress=None if on_step is None else
                             (lambda p: on_step(p.step, p.total_steps, p.seconds_left)),
@@ -376,10 +399,20 @@ def tune_body(body: SentenceTransformer, data: TrainingData, tuning: TuningSetti
         raise TrainingCancelled("training cancelled: nothing was saved") from None
 
 
-def embed_with(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Embeddings as the store's ``Encoder`` makes them (L2-normalised float32)."""
-    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                        show_progress_bar=False).astype(np.float32, copy=False)
+def embed_with(model, texts: Sequence[str], batch_size: int = 64, *, windows: bool = False) -> np.ndarray:
+    """Embeddings as the store's ``Encoder`` makes them (L2-normalised float32); ``windows``: as it makes them under
+    ``truncate="WINDOWS"`` (a long text's windows of the model's length, embedded together, token-weighted mean)."""
+    if not windows:
+        return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False).astype(np.float32, copy=False)
+    cut = [window_texts(model.tokenizer, text, limit=int(model.max_seq_length) - 2, max_windows=max_windows_setting())
+           for text in texts]
+    pieces = embed_with(model, [part for parts, _ in cut for part in parts], batch_size)
+    out, at = np.empty((len(texts), pieces.shape[1]), dtype=np.float32), 0
+    for i, (parts, tokens) in enumerate(cut):
+        out[i] = pieces[at] if len(parts) == 1 else combine_windows(pieces[at:at + len(parts)], tokens)
+        at += len(parts)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -535,9 +568,9 @@ def _fold_job(base: SentenceTransformer, data: TrainingData, train_idx: np.ndarr
     part = subset(data, train_idx)
     body = copy.deepcopy(base)
     tune_body(body, part, settings.tuning(steps=steps, threads=threads), descriptions=descriptions, cancel=cancel,
-              on_step=on_step)
-    fitted = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx]))
-    X_test = embed_with(body, [texts[i] for i in test_idx])
+              on_step=on_step, windows=settings.windows)
+    fitted = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx], windows=settings.windows))
+    X_test = embed_with(body, [texts[i] for i in test_idx], windows=settings.windows)
     predicted = _fold_predictions(fitted, X_test, data.labels, data.multi_label)
     true_p = None
     if not data.multi_label and fitted[0] is not None:
@@ -585,7 +618,7 @@ def cross_validate(base: SentenceTransformer, data: TrainingData, settings: Trai
     tuning where CPUs are idle; this is the sequential form, for studies and tests.)
     """
     folds = usable_folds(data, settings.cv_folds, settings.seed)
-    X_base = embed_with(base, [e.text for e in data.examples])
+    X_base = embed_with(base, [e.text for e in data.examples], windows=settings.windows)
     results = [
         _fold_job(base, data, train_idx, test_idx, settings, steps, descriptions,
                   (lambda step, total, left, k=k: on_fold(k, len(folds), step, total)) if on_fold else (lambda *a: None),
@@ -748,12 +781,13 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                    f"scoring on held-out examples: {len(folds)} folds, each tuned without its fold, "
                    f"step {cv_done}/{cv_planned}")
 
-    X_base = embed_with(base, [e.text for e in everything.examples])
+    X_base = embed_with(base, [e.text for e in everything.examples], windows=settings.windows)
     body = copy.deepcopy(base)
     tuning_report: list[TuningReport] = []
 
     def final_job(job_threads: int | None) -> None:
         tuning_report.append(tune_body(body, everything, settings.tuning(threads=job_threads), descriptions=descriptions,
+                                       windows=settings.windows,
                                        on_step=lambda s, t, left: on_step(0, s, t, left), cancel=stopped))
 
     def fold_job(k: int, train_idx: np.ndarray, test_idx: np.ndarray) -> Callable[[int | None], _FoldResult]:
@@ -776,13 +810,14 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     tune_seconds = time.monotonic() - tune_started
     tuned_report = tuning_report[0]
     texts = [e.text for e in everything.examples]
-    head = fit_head(everything, embed_with(body, texts))
+    head = fit_head(everything, embed_with(body, texts, windows=settings.windows))
     base_head = fit_head(everything, X_base)
     labels = everything.labels
     if valid is not None:
         v_texts = [e.text for e in valid.examples]
         truth = None if valid.multi_label else [e.label for e in valid.examples]
-        X_valid, X_valid_base = embed_with(body, v_texts), embed_with(base, v_texts)
+        X_valid = embed_with(body, v_texts, windows=settings.windows)
+        X_valid_base = embed_with(base, v_texts, windows=settings.windows)
         trained = _scores(valid, _predictions(head, X_valid, labels, valid.multi_label), labels,
                           None if truth is None else _true_probability(head, X_valid, truth))
         baseline = _scores(valid, _predictions(base_head, X_valid_base, labels, valid.multi_label), labels,

@@ -176,6 +176,34 @@ def window_spans(text: str, offsets: Sequence[tuple[int, int]], *, limit: int, o
     return WindowSpans(tuple(span for span, _ in kept), tuple(size for _, size in kept), capped)
 
 
+def token_offsets(tokenizer, text: str, need: int) -> tuple[list[tuple[int, int]], bool]:
+    """The word pieces' character offsets of ``text`` (no special tokens), and whether they are all of them.
+
+    Only as much of a huge text as holds more than ``need`` pieces is tokenized (a 5 MB cell costs the
+    tokenizer a few tens of kB); the piece at the prefix's cut, maybe half a word, is dropped.
+    """
+    budget = max(need, 1) * PREFIX_CHARS_PER_TOKEN
+    while budget < len(text):
+        offsets = tokenizer(text[:budget], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(offsets) > need + 1:
+            return offsets[:-1], False
+        budget *= 4
+    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"], True
+
+
+def window_texts(tokenizer, text: str, *, limit: int, max_windows: int) -> tuple[list[str], list[int]]:
+    """``text`` cut into windows of at most ``limit`` word pieces (``window_spans``), with each one's pieces;
+    ``[text]`` alone when it fits, or when no window has a letter or digit. For tuning and its head, which
+    read examples through a ``SentenceTransformer`` rather than the ``Encoder``."""
+    offsets, _ = token_offsets(tokenizer, text, max_windows * limit)
+    if len(offsets) <= limit:
+        return [text], [max(len(offsets), 1)]
+    spans = window_spans(text, offsets, limit=limit, max_windows=max_windows)
+    if not spans.windows:
+        return [text], [limit]
+    return [text[a:b] for a, b in spans.windows], list(spans.tokens)
+
+
 def combine_windows(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """One L2-normalised embedding from a text's window embeddings, each weighted (by its tokens)."""
     w = np.asarray(weights, dtype=np.float64)

@@ -189,6 +189,7 @@ def test_validation_file_with_unknown_label(tmp_path, single_rows):
     ({"max_seq_length": 4}, "max_seq_length must be an integer from 8 to 512. But it was: 4"),
     ({"seed": -1}, "seed must be an integer from 0 to 4294967295. But it was: -1"),
     ({"num_threads": 0}, "num_threads must be an integer from 1 to 256. But it was: 0"),
+    ({"long_texts": "START"}, "long_texts must be one of END, WINDOWS. But it was: 'START'"),
 ])
 def test_settings_are_checked_naming_the_value(kwargs, message):
     with pytest.raises(ValueError) as info:
@@ -201,14 +202,15 @@ def test_settings_are_checked_naming_the_value(kwargs, message):
 def test_removed_settings_are_refused(gone):
     with pytest.raises(TypeError, match=gone):
         TrainingSettings(**{gone: 1})
-    with pytest.raises(ValueError, match=f"unknown training settings: {gone}; known: cv_folds, keep, max_seq_length"):
+    with pytest.raises(ValueError, match=f"unknown training settings: {gone}; known: cv_folds, keep, long_texts, max_seq_length"):
         TrainingSettings.from_dict({gone: 1})
 
 
 def test_settings_defaults_and_round_trip():
     defaults = TrainingSettings()
     assert defaults.to_dict() == {"steps": None, "time_budget_s": None, "use_label_names": "auto", "cv_folds": 3,
-                                  "max_seq_length": 128, "seed": 42, "num_threads": None, "keep": "best"}
+                                  "max_seq_length": 128, "seed": 42, "num_threads": None, "keep": "best",
+                                  "long_texts": "END"}
     settings = TrainingSettings(time_budget_s=5.5, steps=8, use_label_names="always", cv_folds=0, num_threads=2,
                                 keep="tuned")
     assert TrainingSettings.from_dict(settings.to_dict()) == settings
@@ -632,3 +634,21 @@ def test_choosing_the_untuned_model_saves_the_untuned_encoder_and_head(tmp_path,
         assert all(abs(a.labels[k] - b.labels[k]) < 1e-3 for k in a.labels)
     with pytest.raises(ValueError, match="choice must be 'tuned' or 'untuned'"):
         tuned.with_choice("best")
+
+
+def test_long_examples_tune_on_all_their_windows():
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    from playground.embeddings import get_encoder
+    from playground.windows import DEFAULT_MAX_WINDOWS, window_texts
+
+    examples = [*LONG_EXAMPLES, *LONG_TICKETS.items()]
+    plain = TrainingSettings(steps=2, use_label_names="never", cv_folds=0, num_threads=1)
+    windowed = TrainingSettings(steps=2, use_label_names="never", cv_folds=0, num_threads=1, long_texts="WINDOWS")
+    tokenizer = get_encoder("small").tokenizer
+    windows = [len(window_texts(tokenizer, t, limit=126, max_windows=DEFAULT_MAX_WINDOWS)[0]) for t, _ in examples]
+    assert min(windows[-2:]) > 2 and sum(windows[:-2]) == len(LONG_EXAMPLES)  # 128 pieces a text while tuning
+    cut, read = tune(examples, settings=plain), tune(examples, settings=windowed)
+    assert cut.config["training"]["tuning"]["n_texts"] == len(examples)
+    assert read.config["training"]["tuning"]["n_texts"] == sum(windows)
+    assert read.config["training"]["long_texts"] == "WINDOWS"
