@@ -30,6 +30,7 @@ from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import copy_model, list_models
 from playground.training import (
     KEEP_TUNED_GRIDS,
+    TrainingSettings,
     TunedModel,
     grid_key,
     save_tuned,
@@ -155,8 +156,12 @@ class TuneJob(BackgroundJob):
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
     job = TuneJob(key=grid_key(examples, model, descriptions), model=model)
 
+    # Truncate WINDOWS on the page: a long example tunes with all of its windows (TrainingSettings.long_texts)
+    settings = TrainingSettings(long_texts="WINDOWS") if st.session_state.get("classify_truncate") == "WINDOWS" else None
+
     def work(progress, cancel) -> None:
-        job.tuned, job.folder = tune_grid(examples, model, descriptions=descriptions, progress=progress, cancel=cancel)
+        job.tuned, job.folder = tune_grid(examples, model, settings=settings, descriptions=descriptions,
+                                          progress=progress, cancel=cancel)
 
     st.session_state.classify_tune = job
     start_job(job, work, name="tune-grid", cancelled="Tuning cancelled; Classify uses the untuned model.",
