@@ -41,6 +41,7 @@ from typing import IO, Any, Protocol
 from .data import escape_cell, sniff_delimiter
 from .engine import Classification, check_unknown_below, get_classifier, with_unknown
 from .validation import ExampleLike, ValidationError, check_truncate
+from .windows import MAX_WINDOWS_ENV
 
 DEFAULT_CHUNK_SIZE = 256
 """Rows classified per batch: large enough for the encoder, small enough for a lively progress bar."""
@@ -107,11 +108,27 @@ class BulkResult:
     text_column: str
     seconds: float
     stopped: bool = False
+    long_rows: int = 0
+    """Under ``truncate="WINDOWS"``: rows longer than the model's window, read in windows."""
+    capped_rows: int = 0
+    """Of those, rows the window cap stopped before their end (``$CLASSIFY_MAX_WINDOWS``, default 16)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"output": str(self.output) if self.output else None, "rows": self.rows, "total": self.total,
                 "errors": self.errors, "labels": list(self.labels), "columns": list(self.columns),
-                "text_column": self.text_column, "seconds": self.seconds, "stopped": self.stopped}
+                "text_column": self.text_column, "seconds": self.seconds, "stopped": self.stopped,
+                "long_rows": self.long_rows, "capped_rows": self.capped_rows}
+
+    @property
+    def long_note(self) -> str:
+        """What WINDOWS did with long rows, in words ("" when no row was longer than the window)."""
+        if not self.long_rows:
+            return ""
+        note = f"{self.long_rows:,} rows were longer than the model's window and were read in windows"
+        if self.capped_rows:
+            note += (f"; {self.capped_rows:,} of them were read only up to the cap of windows (the rest of the "
+                     f"text unread: raise {MAX_WINDOWS_ENV} to read more)")
+        return note
 
 
 def format_eta(seconds: float | None) -> str:
@@ -334,10 +351,17 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
     is_stopped = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
     encoder = getattr(classifier, "encoder", None)
     windows_of = None
+    long_rows = capped_rows = 0
     if truncate == "WINDOWS" and encoder is not None:
         def windows_of(row: list[str]) -> int:
+            nonlocal long_rows, capped_rows
             text = row[layout.text_index] if layout.text_index < len(row) else ""
-            return len(encoder.reading(text, "WINDOWS").windows) if text.strip() else 0
+            if not text.strip():
+                return 0
+            reading = encoder.reading(text, "WINDOWS")
+            long_rows += reading.longer
+            capped_rows += reading.capped
+            return len(reading.windows)
     report = progress or (lambda _: None)
     report(BulkProgress(0, total, 0.0))
 
@@ -399,7 +423,7 @@ def classify_file(source: Source, output: str | os.PathLike, *, examples: Iterab
             rows.close()
         tmp.unlink(missing_ok=True)
     return BulkResult(output, done, total, errors, tuple(labels or ()), tuple(header or ()), layout.text_column,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, long_rows=long_rows, capped_rows=capped_rows)
 
 
 def _chunks(rows: Iterable[list[str]], size: int, windows_of: Callable[[list[str]], int] | None = None,

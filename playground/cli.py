@@ -114,6 +114,8 @@ def _classify_file(args: argparse.Namespace) -> int:
                            unknown_below=_unknown_below(args, examples), progress=show)
     print(f"\n{result.rows:,} rows classified in {result.seconds:.1f}s ({result.errors:,} with an error) "
           f"→ {result.output}", file=sys.stderr)
+    if result.long_note:
+        print(result.long_note, file=sys.stderr)
     return 0
 
 

@@ -296,3 +296,24 @@ def test_windows_read_long_rows_in_chunks_of_windows_with_progress(tmp_path, sma
     windows = [len(small_encoder.reading(t, "WINDOWS").windows) for t in texts if t.strip()]
     assert seen[-1].windows_done == sum(windows) and seen[-1].rows_done == len(texts)
     assert len(seen) > 3  # 1,000 rows a chunk, but every 4 windows ended one
+    assert result.long_rows == 9 and result.capped_rows == 0  # 2 tickets and the punctuation row, 3 times
+    assert result.long_note.startswith("9 rows were longer than the model's window and were read in windows")
+
+
+def test_a_5_mb_cell_is_read_up_to_the_window_cap_and_the_result_says_so(tmp_path, small_encoder, monkeypatch):
+    from fixtures.long_documents import LONG_EXAMPLES
+
+    from playground.windows import MAX_WINDOWS_ENV
+
+    monkeypatch.setenv(MAX_WINDOWS_ENV, "4")
+    huge = "The parcel is late again and nobody answers. " * 110_000  # about 5 MB in one cell
+    source = tmp_path / "huge.csv"
+    with source.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text"], [huge], ["my card was charged twice"]])
+    assert source.stat().st_size > 5_000_000
+    result = classify_file(source, tmp_path / "out.csv", examples=LONG_EXAMPLES, truncate="WINDOWS")
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["prediction"] for r in rows] == ["shipping", "billing"] and result.errors == 0
+    assert (result.long_rows, result.capped_rows) == (1, 1)
+    assert "read only up to the cap of windows" in result.long_note and MAX_WINDOWS_ENV in result.long_note

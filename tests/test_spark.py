@@ -225,3 +225,16 @@ def test_without_pyspark_core_imports_and_cli_says_what_to_install(tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}, check=False)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "pip install -r requirements-spark.txt" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_truncate_windows_reads_long_rows_past_the_window(spark):
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    rows = [(i, t) for i, t in enumerate([*LONG_TICKETS, "where is my parcel?"])]
+    df = spark.createDataFrame(rows, "id long, text string")
+    out = {r.id: r for r in pspark.classify_dataframe(df, "text", examples=LONG_EXAMPLES, model="small",
+                                                      truncate="WINDOWS", precision="fp32").collect()}
+    reference = classify([t for _, t in rows], LONG_EXAMPLES, truncate="WINDOWS", precision="fp32")
+    assert [out[i].prediction for i, _ in rows] == [r.prediction for r in reference]
+    assert [out[i].prediction for i in range(2)] == list(LONG_TICKETS.values())
+    assert all(abs(out[i].confidence - r.confidence) <= TOLERANCE for (i, _), r in zip(rows, reference))

@@ -135,6 +135,10 @@ with st.expander("Unknown answer (opt-in)", expanded=bool(st.session_state.get("
                            step=0.01, key="bulk_unknown_below", disabled=not unknown_on)
 unknown_below = float(unknown_at) if unknown_on else None
 
+truncate = st.session_state.get("classify_truncate", "END")  # the Classify page's Truncate option, as its examples
+st.caption(f"Texts longer than the model's window: **{truncate}** (the Classify page's advanced settings)"
+           + (", read in windows; progress counts them." if truncate == "WINDOWS" else "."))
+
 left, right = st.columns([1, 1])
 start = left.button("Classify all", type="primary", key="bulk_start")
 right.button("Stop", key="bulk_stop", on_click=on_stop)
@@ -147,12 +151,13 @@ if start:
     bar = st.progress(0.0, text=f"0 / {total:,} rows")
 
     def show(p: BulkProgress) -> None:
-        bar.progress(p.fraction, text=f"{p.rows_done:,} / {p.total:,} rows · {p.rate:,.0f} rows/s · "
+        windows = f" · {p.windows_done:,} windows" if p.windows_done else ""
+        bar.progress(p.fraction, text=f"{p.rows_done:,} / {p.total:,} rows{windows} · {p.rate:,.0f} rows/s · "
                                       f"{format_eta(p.seconds_left)} left")
 
     try:
         result = classify_file(path, work_dir() / OUTPUT_NAME, examples=examples, model=model, text_column=column,
-                               progress=show, unknown_below=unknown_below)
+                               progress=show, unknown_below=unknown_below, truncate=truncate)
     except (ValidationError, ModelNotFoundError, LookupError) as exc:
         show_problems("Could not classify:", exc)
         st.stop()
@@ -162,6 +167,8 @@ result = st.session_state.bulk_result
 if result is not None and result.output is not None and Path(result.output).is_file():
     st.success(f"{result.rows:,} rows classified in {result.seconds:.1f}s"
                + (f"; {result.errors:,} rows have an error (see the `error` column)." if result.errors else "."))
+    if result.long_note:
+        st.caption(result.long_note + ".")
     st.markdown(f"**Preview** (first {PREVIEW_ROWS} rows)")
     st.dataframe(pd.read_csv(result.output, nrows=PREVIEW_ROWS, dtype=str, keep_default_na=False),
                  hide_index=True, width="stretch")
