@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long-models", default="", help="comma-separated base models of the long-texts section "
                                                      "(default: small)")
     p.add_argument("--long-seeds", default="", help="comma-separated seeds of the long-texts section (default 0-4)")
+    p.add_argument("--long-ns", default="", help="comma-separated N per label of the long-texts section (default 8,64)")
     p.add_argument("--long-test-cap", type=int, default=None, help="test rows per long set (default 300)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
     p.add_argument("--budget-minutes", type=float, default=None,
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.long_models = [m.strip() for m in args.long_models.split(",") if m.strip()]
     if args.long_seeds:
         cfg.long_seeds = [int(x) for x in args.long_seeds.split(",")]
+    if args.long_ns:
+        cfg.long_ns = [int(x) for x in args.long_ns.split(",")]
     if args.long_test_cap:
         cfg.long_test_cap = args.long_test_cap
     if args.alphas:

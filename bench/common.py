@@ -112,6 +112,7 @@ class Config:
     long_models: list[str] = field(default_factory=lambda: ["small"])
     """--long-models small,large adds large (about 5x the time; with --long-seeds 0,1 on this machine)."""
     long_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    long_ns: list[int] = field(default_factory=lambda: [8, 64])
     http_seconds: float = 20.0
     http_clients: int = 4
     skip: list[str] = field(default_factory=list)

@@ -772,7 +772,8 @@ def long_texts(cfg: dict) -> dict:
         encoder = get_encoder(model, precision=precision)
         for name in cfg["long_datasets"]:
             ds = load_single_label(cfg["data"], name, cfg.get("long_test_cap", cfg["test_cap"]))
-            samples = {(n, seed): sample_per_label(ds.train_labels, n, seed) for n in cfg["ns"] for seed in seeds}
+            samples = {(n, seed): sample_per_label(ds.train_labels, n, seed) for n in cfg.get("long_ns", cfg["ns"])
+                       for seed in seeds}
             timing = {"model": model, "dataset": name, "texts": len(ds.test_texts), "load": [_load()]}
             for mode in ("END", "WINDOWS"):
                 encoder.clear_cache()
