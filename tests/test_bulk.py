@@ -306,7 +306,7 @@ def test_a_5_mb_cell_is_read_up_to_the_window_cap_and_the_result_says_so(tmp_pat
     from playground.windows import MAX_WINDOWS_ENV
 
     monkeypatch.setenv(MAX_WINDOWS_ENV, "4")
-    huge = "The parcel is late again and nobody answers. " * 110_000  # about 5 MB in one cell
+    huge = "The parcel is late again and nobody answers. " * 115_000  # over 5 MB in one cell
     source = tmp_path / "huge.csv"
     with source.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["text"], [huge], ["my card was charged twice"]])
