@@ -298,7 +298,9 @@ class Workspace:
     examples: tuple[GridRow, ...] = ()
     inputs: str = ""
     model: str = "small"
-    truncate: str = "END"
+    truncate: str = "WINDOWS"
+    """The page reads long inputs whole by default (issue #27: +0.4 to +2.8 points on the long sets, short
+    texts unchanged); the library, the CLI and the API keep Cohere's END."""
     precision: str = "auto"
     label_names: bool = False
     unknown: bool = False

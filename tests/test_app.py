@@ -155,8 +155,10 @@ def test_long_inputs_are_read_in_windows_and_the_page_says_how():
     at.session_state.classify_examples = grid
     at.session_state.classify_current = grid
     at.session_state.classify_editor_version += 1
+    assert at.selectbox(key="classify_truncate").value == "WINDOWS"  # the page's default (the API's is END)
     at.text_area(key="classify_inputs").set_value("\n".join([*LONG_TICKETS, "where is my parcel?"])).run()
-    button(at, "Classify").click().run()  # the default, END: both long inputs cut, and the page says so
+    at.selectbox(key="classify_truncate").set_value("END").run()
+    button(at, "Classify").click().run()  # END: both long inputs cut, and the page says so
     notes = [c.value for c in at.caption if c.value.startswith("Longer than the model's window")]
     assert len(notes) == 2 and all("cut at the end (END)" in n for n in notes)
     assert notes[0].startswith("Longer than the model's window: input 1:")

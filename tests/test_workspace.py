@@ -122,7 +122,7 @@ def _damage(folder: Path, edit) -> bytes:
      ["is not valid JSON", "results: missing or unreadable", "pool: missing or unreadable"]),
     (lambda b: b.replace(b'"unknown_below": 0.5', b'"unknown_below": 7'), {"examples", "inputs", "model"},
      ["unknown_below: not a number from 0 to 1 (7); set to its default"]),
-    (lambda b: b.replace(b'"truncate": "END"', b'"truncate": "MIDDLE"'), {"examples", "inputs"},
+    (lambda b: b.replace(b'"truncate": "WINDOWS"', b'"truncate": "MIDDLE"'), {"examples", "inputs"},
      ["truncate: 'MIDDLE' is not one of NONE, START, END, WINDOWS; set to its default"]),
     (lambda b: b.replace(b'"results": null', b'"results": [{"input": 3}]'), {"examples", "inputs"},
      ["results: a result's labels are not label: confidence pairs; set to its default"]),
