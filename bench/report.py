@@ -499,45 +499,51 @@ def long_summary(section: dict) -> dict[str, Any]:
     for r in section.get("rows", []):
         arm = r["method"].split("/", 1)[1]
         out.setdefault(r["model"], {}).setdefault(r["dataset"], {}).setdefault(str(r["n"]), {}).setdefault(
-            arm, []).append(r["accuracy"])
+            arm, []).append((r["accuracy"], r.get("test_rows")))
     for by_set in out.values():
         for by_n in by_set.values():
             for arms in by_n.values():
-                for arm, values in arms.items():
+                for arm, pairs in arms.items():
+                    values = [a for a, _ in pairs]
                     arms[arm] = {"mean": round(float(np.mean(values)) * 100, 2),
-                                 "worst": round(float(np.min(values)) * 100, 2), "seeds": len(values)}
+                                 "worst": round(float(np.min(values)) * 100, 2), "seeds": len(values),
+                                 "test_rows": pairs[0][1]}
     return out
 
 
 def long_report(section: dict) -> tuple[list[str], dict]:
     """END vs WINDOWS (and the two other uses of the windows) on the long sets, with texts/s."""
     summary = long_summary(section)
-    L = [f"Instant few-shot on the long sets, {section.get('test_cap')} test rows per set (test shuffled with "
-         f"seed 0), seeds {section.get('seeds')}, precision {section.get('precision')}. Accuracy mean / worst seed "
+    L = [f"Instant few-shot on the long sets (test shuffled with seed 0, its first rows; seeds and test rows per "
+         f"row of the table), precision {section.get('precision')}. Accuracy mean / worst seed "
          "(points). *END*: Cohere's default, cut at the window. *WINDOWS*: the product's mode, windows averaged "
          "into one embedding (token-weighted) for the examples and the inputs. *WINDOWS-proba*: the same head, the "
          "windows' probabilities averaged instead. *WINDOWS-train*: every window of a long example a training text "
          "(as tuning uses them), inputs read as WINDOWS. Load average "
          f"{section.get('load_average_start')} at the start, {section.get('load_average_end')} at the end.", "",
-         "| model | set | N | " + " | ".join(LONG_ARMS) + " | WINDOWS − END |",
-         "|---|---|---|" + "---|" * (len(LONG_ARMS) + 1)]
+         "| model | set | N | seeds | test rows | " + " | ".join(LONG_ARMS) + " | WINDOWS − END |",
+         "|---|---|---|---|---|" + "---|" * (len(LONG_ARMS) + 1)]
     for model, by_set in summary.items():
         for dataset, by_n in by_set.items():
             for n, arms in by_n.items():
                 cells = [f"{arms[a]['mean']:.1f} / {arms[a]['worst']:.1f}" if a in arms else "–" for a in LONG_ARMS]
                 gain = (f"{arms['WINDOWS']['mean'] - arms['END']['mean']:+.1f}"
                         if "WINDOWS" in arms and "END" in arms else "–")
-                L.append(f"| {model} | {dataset} | {n} | " + " | ".join(cells) + f" | {gain} |")
+                first = next(iter(arms.values()))
+                L.append(f"| {model} | {dataset} | {n} | {first['seeds']} | {first['test_rows']} | " + " | ".join(cells)
+                         + f" | {gain} |")
     L += ["", "Speed: the product's `Encoder.embed` on the test rows, cache cleared, END then WINDOWS (texts/s; "
           "*longer*: share of test rows over the window; *windows*: mean windows a longer text; *capped*: share "
           "stopped by the 16-window cap).", "",
-          "| model | set | END texts/s | WINDOWS texts/s | WINDOWS / END | longer | windows | capped | load |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| model | set | test rows | END texts/s | WINDOWS texts/s | WINDOWS / END | longer | windows | capped | load |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in section.get("speed", []):
-        L.append(f"| {r['model']} | {r['dataset']} | {r['end_per_s']} | {r['windows_per_s']} | {r['windows_ratio']:.2f}x | "
+        L.append(f"| {r['model']} | {r['dataset']} | {r['texts']} | {r['end_per_s']} | {r['windows_per_s']} | {r['windows_ratio']:.2f}x | "
                  f"{r['longer'] * 100:.0f} % | {r['windows_per_long_text']} | {r['capped'] * 100:.1f} % | "
                  f"{r['load'][0]} → {r['load'][-1]} |")
     L.append("")
+    if section.get("note"):
+        L += [section["note"], ""]
     return L, {"accuracy": summary, "speed": section.get("speed", [])}
 
 
