@@ -660,6 +660,7 @@ def _deletion_rows(model, ds, n_texts: int) -> dict:
 
     texts = [t for t in ds.test_texts if len(t.split()) > max(EXPLAIN_KS)][:n_texts]
     explanations = explain_texts(model, texts)
+    every_word = explain_texts(model, texts, exact_words=None)  # full occlusion: what the default's estimate saves
     before = np.array([r.labels[e.label] for r, e in zip(model.classify(texts), explanations)])
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {"dataset": ds.name, "texts": len(texts), "labels": len(model.labels),
@@ -673,6 +674,9 @@ def _deletion_rows(model, ds, n_texts: int) -> dict:
         after_top = np.array([r.labels[e.label] for r, e in zip(model.classify(top), explanations)])
         after_random = np.array([r.labels[e.label] for r, e in zip(model.classify(randoms), drawn)])
         row[f"drop_top_{k}"] = round(float((before - after_top).mean()), 4)
+        every = [_without(t, [(w.start, w.end) for w in e.strongest(k)]) for t, e in zip(texts, every_word)]
+        after_every = np.array([r.labels[e.label] for r, e in zip(model.classify(every), explanations)])
+        row[f"drop_every_word_measured_{k}"] = round(float((before - after_every).mean()), 4)
         row[f"drop_random_{k}"] = round(float((np.tile(before, EXPLAIN_RANDOM_DRAWS) - after_random).mean()), 4)
     return row
 

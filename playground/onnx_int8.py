@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
-from .batching import tokenized_batches
+from .batching import pooled_embeddings
 
 INT8_DIR = "int8"
 ONNX_NAME = "model.onnx"
@@ -140,17 +140,13 @@ class OnnxBody:
         return self.tokenizer(list(texts), padding=True, truncation="longest_first",
                               max_length=self.max_seq_length, return_tensors="np")
 
+    def hidden(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The last hidden state of one padded batch (``batching.pad_rows``), ``(rows, tokens, dimension)``."""
+        return self.session.run(None, {name: features[name] for name in self.inputs})[0]
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """L2-normalised float32 embeddings; texts of like token length batched together (``batching.py``)."""
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for rows, features in tokenized_batches(self.tokenizer, texts, max_length=self.max_seq_length,
-                                                max_rows=batch_size):
-            hidden = self.session.run(None, {name: features[name] for name in self.inputs})[0]
-            mask = features["attention_mask"].astype(np.float32)[..., None]
-            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-            norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            out[rows] = pooled / norms
-        return out
+        return pooled_embeddings(self, texts, max_rows=batch_size)
 
 
 def load_int8_body(path: Path, *, progress: Progress | None = _stderr) -> OnnxBody:

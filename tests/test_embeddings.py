@@ -161,3 +161,54 @@ def test_weights_read_tensor_by_tensor_are_the_files(tmp_path):
     cut.write_bytes(path.read_bytes()[:-1000])
     with pytest.raises(ValueError, match="truncated"):
         read_safetensors(cut, torch.float32)
+
+
+def queued_calls(encoder, calls: list[tuple[list[str], str]]) -> tuple[list, int]:
+    """Run ``calls`` (texts, truncate) in threads that all queue while the model is held, then let them go:
+    what each call returned (or raised) and how many encoder passes served them."""
+    import threading
+    import time
+
+    outcomes: list = [None] * len(calls)
+
+    def call(i: int, texts: list[str], truncate: str) -> None:
+        try:
+            outcomes[i] = encoder.embed(texts, truncate=truncate)
+        except Exception as exc:  # noqa: BLE001 - the test compares what each call got
+            outcomes[i] = exc
+
+    passes = encoder.encode_passes
+    with encoder._lock:  # the model is busy: every call below queues behind it
+        threads = [threading.Thread(target=call, args=(i, *c)) for i, c in enumerate(calls)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(encoder._queue) < len(calls) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(encoder._queue) == len(calls)
+    for t in threads:
+        t.join(60)
+    return outcomes, encoder.encode_passes - passes
+
+
+def test_concurrent_calls_are_encoded_together_and_each_gets_its_own_rows(small_encoder):
+    calls = [([f"Order {i} arrived broken", f"Parcel number {i} is late, where is it?"], "END") for i in range(8)]
+    small_encoder.clear_cache()
+    outcomes, passes = queued_calls(small_encoder, calls)
+    assert passes == 1  # eight calls, one pass of the model
+    small_encoder.clear_cache()
+    for (texts, _), got in zip(calls, outcomes):
+        alone = small_encoder.embed(texts)
+        assert got.shape == (2, small_encoder.dimension)
+        assert np.min(np.sum(got * alone, axis=1)) > 0.9995  # the same rows, to batch rounding
+
+
+def test_a_failing_call_fails_alone_when_calls_are_encoded_together(small_encoder):
+    from playground.embeddings import TextTooLongError
+
+    too_long = "word " * 2000
+    calls = [(["A fine short review"], "NONE"), ([too_long], "NONE"), (["Another short one"], "END")]
+    small_encoder.clear_cache()
+    outcomes, _ = queued_calls(small_encoder, calls)
+    assert isinstance(outcomes[1], TextTooLongError)
+    assert outcomes[0].shape == outcomes[2].shape == (1, small_encoder.dimension)
