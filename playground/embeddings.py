@@ -224,10 +224,6 @@ class TorchBody:
         self.max_seq_length = int(max_seq_length or self.tokenizer.model_max_length)
         self.dimension = int(self.model.config.hidden_size)
 
-    def tokenize(self, texts: Sequence[str]):
-        return self.tokenizer(list(texts), padding=True, truncation="longest_first", max_length=self.max_seq_length,
-                              return_tensors="pt")
-
     def hidden(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The last hidden state of one padded batch (``batching.pad_rows``) as float32 ``(rows, tokens, dimension)``."""
         import torch
