@@ -314,6 +314,13 @@ def _per_call_cell(row: dict) -> str:
     return f"{row[f'per_call_{precision}_per_s']:.0f} {precision} ({ratio:.2f}x)"
 
 
+def _api_cell(row: dict) -> str:
+    api, found = row.get("api_per_s"), per_call_ratio(row)
+    if not isinstance(api, (int, float)) or found is None:
+        return str(api or "–")[:40]
+    return f"{api:.0f} ({api / row[f'bulk_{found[0]}_per_s']:.2f}x)"
+
+
 def throughput_plot(rows: list[dict], path: Path) -> bool:
     if not rows:
         return False
@@ -665,9 +672,11 @@ def write_report(results: dict, out: Path) -> None:
               "*overhead* = 1 − bulk fp32 / raw fp32 (what our code adds at equal precision); "
               "*speed-up* = bulk at bf16 (the `auto` default here) / raw fp32 encode; *per call* = `classify` called "
               "with 96 inputs at a time (Cohere's limit: what `/v1/classify` and the SDK send), same texts, same "
-              "process, at the default precision, and its ratio to bulk.", "",
+              "process, at the default precision, and its ratio to bulk; *API* = `/v1/classify` in a loop of 96-input "
+              "requests over the same texts (`bench/http_load.py --texts-file`, the server in its own process).", "",
               "| set | model | texts (mean chars) | raw fp32 /s | raw bf16 /s | bulk fp32 /s | bulk bf16 /s | "
-              "overhead | speed-up | per call /s (vs bulk) | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "overhead | speed-up | per call /s (vs bulk) | API /s (vs bulk) | load |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tp["rows"]:
             raw32 = r.get("raw_fp32_per_s")
             over = 1 - r["bulk_fp32_per_s"] / raw32 if raw32 else None
@@ -676,7 +685,7 @@ def write_report(results: dict, out: Path) -> None:
             L.append(f"| {r['dataset']} | {r['model']} | {r['texts']} ({r['mean_chars']:.0f}) | {_fmt(raw32, 0)} | "
                      f"{_fmt(r.get('raw_bf16_per_s'), 0)} | {_fmt(r['bulk_fp32_per_s'], 0)} | "
                      f"{_fmt(r.get('bulk_bf16_per_s'), 0)} | {_fmt(over * 100 if over is not None else None)} % | "
-                     f"{_fmt(speed, 2)}x | {_per_call_cell(r)} | {r.get('load', '–')} |")
+                     f"{_fmt(speed, 2)}x | {_per_call_cell(r)} | {_api_cell(r)} | {r.get('load', '–')} |")
         L.append("")
         if throughput_plot(tp["rows"], out.parent / "bench_throughput.png"):
             L += ["![throughput](bench_throughput.png)", ""]

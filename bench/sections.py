@@ -448,6 +448,19 @@ def coldstart(cfg: dict) -> dict:
 # Throughput: raw encode fp32 / bf16 against bulk classify_file, same texts, same run
 
 
+def _api_texts_per_s(texts_csv: Path, examples: list, model: str, tmp: Path) -> float | str:
+    """``/v1/classify`` in a loop of 96-input requests over ``texts_csv`` (``bench/http_load.py --texts-file``):
+    the server in its own process at the default precision, this process idle meanwhile."""
+    examples_csv = tmp / "examples.csv"
+    with examples_csv.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("text", "label"), *examples])
+    proc = run_python(["-m", "bench.http_load", "--texts-file", str(texts_csv), "--examples-file", str(examples_csv),
+                       "--model", model], timeout=1800)
+    if proc.returncode != 0:
+        return f"failed: {(proc.stderr or proc.stdout)[-300:]}"
+    return json.loads(proc.stdout[proc.stdout.index("{"):])["texts_per_s"]
+
+
 PER_CALL_INPUTS = 96
 """Inputs per ``classify`` call in the per-call row: Cohere's limit, what the API and SDK users send."""
 
@@ -502,6 +515,7 @@ def throughput(cfg: dict) -> dict:
                             engine.classify(texts[start:start + PER_CALL_INPUTS], examples, model, precision=precision)
                     row[f"per_call_{precision}_per_s"] = round(len(texts) / t.seconds, 1)
                     encoder.clear_cache()
+                row["api_per_s"] = _api_texts_per_s(src, examples, model, Path(tmp))
             row["load"] = _load()
             out.append(row)
     return {"rows": out}

@@ -88,6 +88,7 @@ def test_quick_run_numbers_are_sane(quick_run):
     for tp in results["sections"]["throughput"]["rows"]:
         assert tp["texts"] == 20 and tp["raw_fp32_per_s"] > 0 and tp["bulk_fp32_per_s"] > 0
         assert tp["bulk_fp32_rows"] == 20
+        assert tp["per_call_fp32_per_s"] > 0 and tp["api_per_s"] > 0  # 96 a call, in process and over HTTP
 
 
 def test_quick_run_simulates_label_next(quick_run):
