@@ -448,6 +448,23 @@ def coldstart(cfg: dict) -> dict:
 # Throughput: raw encode fp32 / bf16 against bulk classify_file, same texts, same run
 
 
+def _api_texts_per_s(texts_csv: Path, examples: list, model: str, tmp: Path) -> float | str:
+    """``/v1/classify`` in a loop of 96-input requests over ``texts_csv`` (``bench/http_load.py --texts-file``):
+    the server in its own process at the default precision, this process idle meanwhile."""
+    examples_csv = tmp / "examples.csv"
+    with examples_csv.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("text", "label"), *examples])
+    proc = run_python(["-m", "bench.http_load", "--texts-file", str(texts_csv), "--examples-file", str(examples_csv),
+                       "--model", model], timeout=1800)
+    if proc.returncode != 0:
+        return f"failed: {(proc.stderr or proc.stdout)[-300:]}"
+    return json.loads(proc.stdout[proc.stdout.index("{"):])["texts_per_s"]
+
+
+PER_CALL_INPUTS = 96
+"""Inputs per ``classify`` call in the per-call row: Cohere's limit, what the API and SDK users send."""
+
+
 @section("throughput")
 def throughput(cfg: dict) -> dict:
     import torch
@@ -492,6 +509,14 @@ def throughput(cfg: dict) -> dict:
                     row[f"bulk_{precision}_per_s"] = round(len(texts) / t.seconds, 1)
                     row[f"bulk_{precision}_rows"] = getattr(result, "rows", None) or getattr(result, "n_rows", None)
                     encoder.clear_cache()
+                    engine.clear_fitted()
+                    with Timer() as t:  # what /v1/classify and the Cohere SDK do: 96 inputs a call (Cohere's cap)
+                        for start in range(0, len(texts), PER_CALL_INPUTS):
+                            engine.classify(texts[start:start + PER_CALL_INPUTS], examples, model, precision=precision)
+                    row[f"per_call_{precision}_per_s"] = round(len(texts) / t.seconds, 1)
+                    encoder.clear_cache()
+                row["api_per_s"] = _api_texts_per_s(src, examples, model, Path(tmp))
+            row["load"] = _load()
             out.append(row)
     return {"rows": out}
 
@@ -660,6 +685,7 @@ def _deletion_rows(model, ds, n_texts: int) -> dict:
 
     texts = [t for t in ds.test_texts if len(t.split()) > max(EXPLAIN_KS)][:n_texts]
     explanations = explain_texts(model, texts)
+    every_word = explain_texts(model, texts, exact_words=None)  # full occlusion: what the default's estimate saves
     before = np.array([r.labels[e.label] for r, e in zip(model.classify(texts), explanations)])
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {"dataset": ds.name, "texts": len(texts), "labels": len(model.labels),
@@ -673,6 +699,9 @@ def _deletion_rows(model, ds, n_texts: int) -> dict:
         after_top = np.array([r.labels[e.label] for r, e in zip(model.classify(top), explanations)])
         after_random = np.array([r.labels[e.label] for r, e in zip(model.classify(randoms), drawn)])
         row[f"drop_top_{k}"] = round(float((before - after_top).mean()), 4)
+        every = [_without(t, [(w.start, w.end) for w in e.strongest(k)]) for t, e in zip(texts, every_word)]
+        after_every = np.array([r.labels[e.label] for r, e in zip(model.classify(every), explanations)])
+        row[f"drop_every_word_measured_{k}"] = round(float((before - after_every).mean()), 4)
         row[f"drop_random_{k}"] = round(float((np.tile(before, EXPLAIN_RANDOM_DRAWS) - after_random).mean()), 4)
     return row
 
@@ -838,8 +867,8 @@ def http(cfg: dict) -> dict:
     script = ROOT / "bench" / "http_load.py"
     if not script.is_file():
         return {"status": "not run: bench/http_load.py is missing"}
-    def run(env: dict[str, str] | None = None) -> dict:
-        args = ["-m", "bench.http_load", "--clients", str(cfg["http_clients"]), "--seconds", str(cfg["http_seconds"])]
+    def run(env: dict[str, str] | None = None, clients: int = cfg["http_clients"], extra: tuple = ()) -> dict:
+        args = ["-m", "bench.http_load", "--clients", str(clients), "--seconds", str(cfg["http_seconds"]), *extra]
         loads = [_load()]
         proc = run_python(args, timeout=cfg["http_seconds"] + 300, env=env)
         if proc.returncode != 0:
@@ -854,6 +883,11 @@ def http(cfg: dict) -> dict:
         uncapped = run({"MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))})
         result["default_arenas"] = {k: uncapped.get(k) for k in ("server_rss_mb", "requests_per_s", "latency_ms",
                                                                   "load", "status") if k in uncapped}
+        # issue #28: a lone client against eight, each request with 2 new texts (nothing cached): requests that
+        # arrive together are encoded in one pass (Encoder.embed), which must not slow the lone one
+        result["concurrency"] = [{k: r.get(k) for k in ("clients", "requests_per_s", "latency_ms", "errors", "load",
+                                                        "status") if k in r}
+                                 for r in (run(clients=c, extra=("--vary-inputs",)) for c in (1, 8))]
     return result
 
 

@@ -71,10 +71,49 @@ def pad_rows(encoding: Mapping[str, Sequence[Sequence[int]]], rows: Sequence[int
     return out
 
 
+def encoding_of(tokenizer, texts: Sequence[str], *, max_length: int, offsets: bool = False) -> dict[str, list]:
+    """The tokenizer's unpadded lists for ``texts``, cut at ``max_length`` as sentence-transformers cuts
+    (with ``offset_mapping`` when ``offsets``)."""
+    encoding = tokenizer(list(texts), truncation="longest_first", max_length=max_length,
+                         return_offsets_mapping=offsets)
+    return {name: encoding[name] for name in encoding.keys()}
+
+
 def tokenized_batches(tokenizer, texts: Sequence[str], *, max_length: int, max_rows: int):
     """``(rows, features)`` for every batch of ``texts``: tokenized once, cut at ``max_length`` as
     sentence-transformers cuts, grouped by ``length_batches`` and padded by ``pad_rows``."""
-    encoding = tokenizer(list(texts), truncation="longest_first", max_length=max_length)
-    encoding = {name: encoding[name] for name in encoding.keys()}
+    encoding = encoding_of(tokenizer, texts, max_length=max_length)
     for rows in length_batches([len(ids) for ids in encoding["input_ids"]], max_rows=max_rows):
         yield rows, pad_rows(encoding, rows, tokenizer.pad_token_id or 0)
+
+
+def mean_pooled_unit(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each row's token vectors averaged where ``mask`` is 1, then L2-normalised (sentence-transformers'
+    mean pooling and ``Normalize``), in float32 whatever the body's precision."""
+    weights = mask.astype(np.float32)[..., None]
+    pooled = (hidden.astype(np.float32) * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+    return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+def pooled_embeddings(body, texts: Sequence[str], *, max_rows: int) -> np.ndarray:
+    """What both bodies' ``encode`` returns: ``body.hidden`` over the length batches, mean-pooled and normalised."""
+    out = np.empty((len(texts), body.dimension), dtype=np.float32)
+    for rows, features in tokenized_batches(body.tokenizer, texts, max_length=body.max_seq_length, max_rows=max_rows):
+        out[rows] = mean_pooled_unit(body.hidden(features), features["attention_mask"])
+    return out
+
+
+def token_vectors(body, texts: Sequence[str], *, max_rows: int) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+    """Per text, its tokens' output vectors ``(tokens, dimension)`` (special tokens included, as the
+    mean pooling counts them) and each token's character ``(start, end)`` in the text (``(0, 0)`` for
+    the special tokens): what ``explain.py`` needs to leave a word's tokens out of the mean without
+    running the model again."""
+    encoding = encoding_of(body.tokenizer, texts, max_length=body.max_seq_length, offsets=True)
+    offsets = encoding.pop("offset_mapping")
+    out: list = [None] * len(texts)
+    for rows in length_batches([len(ids) for ids in encoding["input_ids"]], max_rows=max_rows):
+        hidden = body.hidden(pad_rows(encoding, rows, body.tokenizer.pad_token_id or 0))
+        for r, i in enumerate(rows):
+            n = len(encoding["input_ids"][i])
+            out[i] = (hidden[r, :n].astype(np.float32), [tuple(o) for o in offsets[i]])
+    return out

@@ -5,7 +5,7 @@ numbers beside each picture, and the tests check the numbers without a browser. 
 ``evaluate.py`` and ``metrics.py`` so that importing the package (a classify request, the
 server) never loads pandas.
 
->>> confusion_cells(report)      # one row per (label, predicted): count and share of the label's row
+>>> confusion_cells(confusion_frame(report))  # one row per (label, predicted): count and share of the label's row
 >>> reliability_frame(report)    # confidence bins: mean confidence, accuracy, count
 >>> per_label_f1_frame(metrics)  # a saved model's F1 per label, tuned and few-shot side by side
 """
@@ -30,9 +30,10 @@ def confusion_frame(report: EvaluationReport) -> pd.DataFrame:
                         columns=pd.Index(labels, name="predicted"))
 
 
-def confusion_cells(report: EvaluationReport) -> pd.DataFrame:
-    """One row per cell: ``label``, ``predicted``, ``count`` and ``share`` (of that label's examples), for a heatmap."""
-    cells = confusion_frame(report).stack().rename("count").reset_index()
+def confusion_cells(matrix: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell of ``confusion_frame``'s table: ``label``, ``predicted``, ``count`` and ``share`` (of that
+    label's examples), for a heatmap."""
+    cells = matrix.stack().rename("count").reset_index()
     totals = cells.groupby("label", sort=False)["count"].transform("sum")
     cells["share"] = (cells["count"] / totals.where(totals > 0, 1)).astype(float)
     return cells

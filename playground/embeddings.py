@@ -25,7 +25,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
-from .batching import tokenized_batches
+from .batching import pooled_embeddings, token_vectors
 from .onnx_int8 import OnnxBody, load_int8_body
 from .windows import Reading, combine_windows, max_windows_setting, token_offsets, window_spans
 
@@ -223,29 +223,22 @@ class TorchBody:
         from transformers import AutoTokenizer
 
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model = _load_transformer(body, dtype).eval()
+        self.model = load_transformer(body, dtype).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(body), local_files_only=True)
         self.max_seq_length = int(max_seq_length or self.tokenizer.model_max_length)
-        self.dimension = int(self.model.config.hidden_size)
+        self.dimension = int(json.loads((body / "config.json").read_text())["hidden_size"])
 
-    def tokenize(self, texts: Sequence[str]):
-        return self.tokenizer(list(texts), padding=True, truncation="longest_first", max_length=self.max_seq_length,
-                              return_tensors="pt")
+    def hidden(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The last hidden state of one padded batch (``batching.pad_rows``) as float32 ``(rows, tokens, dimension)``."""
+        import torch
+
+        with torch.inference_mode():
+            output = self.model(**{name: torch.from_numpy(array) for name, array in features.items()})
+            return getattr(output, "last_hidden_state", output).float().numpy()
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """L2-normalised float32 embeddings; texts of like token length batched together (``batching.py``)."""
-        import torch
-
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        with torch.inference_mode():
-            for rows, arrays in tokenized_batches(self.tokenizer, texts, max_length=self.max_seq_length,
-                                                  max_rows=batch_size):
-                features = {name: torch.from_numpy(array) for name, array in arrays.items()}
-                hidden = self.model(**features).last_hidden_state.float()
-                mask = features["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                out[rows] = torch.nn.functional.normalize(pooled, dim=1).numpy()
-        return out
+        return pooled_embeddings(self, texts, max_rows=batch_size)
 
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
@@ -279,17 +272,65 @@ def read_safetensors(path: Path, dtype) -> dict | None:
     return out
 
 
-def _load_transformer(body: Path, dtype):
-    """The transformer of ``body`` in ``dtype``: from a single ``model.safetensors`` read tensor by tensor,
-    else (sharded or other weights) through ``AutoModel.from_pretrained``."""
-    from transformers import MODEL_MAPPING, AutoConfig, AutoModel
+def load_transformer(body: Path, dtype):
+    """The transformer of ``body`` in ``dtype``, for inference.
 
+    A BERT encoder with a single ``model.safetensors`` runs in plain torch (``bert.BertEncoder``: no
+    ``transformers`` modeling import, 1.6-1.9 s of the cold start); another architecture from that
+    file through ``transformers`` with the tensors read one by one; sharded or other weights through
+    ``AutoModel.from_pretrained``.
+    """
     weights = body / "model.safetensors"
     state = read_safetensors(weights, dtype) if weights.is_file() else None
     if state is not None:
-        config = AutoConfig.from_pretrained(str(body), local_files_only=True)
-        return MODEL_MAPPING[type(config)].from_pretrained(None, config=config, state_dict=state, dtype=dtype)
+        from . import bert  # heavy (torch): only with a model to run
+
+        config = json.loads((body / "config.json").read_text())
+        if bert.supports(config):
+            return bert.BertEncoder(config, state)
+        from transformers import MODEL_MAPPING, AutoConfig
+
+        hf_config = AutoConfig.from_pretrained(str(body), local_files_only=True)
+        return MODEL_MAPPING[type(hf_config)].from_pretrained(None, config=hf_config, state_dict=state, dtype=dtype)
+    from transformers import AutoModel
+
     return AutoModel.from_pretrained(str(body), local_files_only=True, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class TokenStates:
+    """One text's token vectors (``(tokens, dimension)``, the special tokens included) and each token's
+    characters ``(start, end)`` in the text (``(0, 0)`` for a special token)."""
+
+    vectors: np.ndarray
+    offsets: tuple[tuple[int, int], ...]
+
+    def pooled(self, leave_out: Sequence[Sequence[int]] = ()) -> np.ndarray:
+        """The text's embedding (mean of the token vectors, L2-normalised); with ``leave_out``, one row
+        more per group of tokens: the embedding without them (a group holding every token: unchanged)."""
+        total, n = self.vectors.sum(axis=0), len(self.vectors)
+        rows = [total / n]
+        for group in leave_out:
+            left = n - len(group)
+            rows.append((total - self.vectors[list(group)].sum(axis=0)) / left if group and left else total / n)
+        pooled = np.stack(rows).astype(np.float32)
+        out = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return out if leave_out else out[0]
+
+    def tokens_in(self, start: int, end: int) -> list[int]:
+        """The tokens whose characters overlap ``[start, end)``."""
+        return [i for i, (a, b) in enumerate(self.offsets) if b > a and a < end and b > start]
+
+
+class EncodeJob:
+    """One ``embed`` call's uncached ``(text, truncate)`` keys, waiting for the pass that encodes them."""
+
+    __slots__ = ("keys", "vectors", "error")
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        self.keys = keys
+        self.vectors: np.ndarray | None = None
+        self.error: Exception | None = None
 
 
 class Encoder:
@@ -329,7 +370,12 @@ class Encoder:
             self.max_tokens = int(model.max_seq_length)
             self.dimension = int(model.get_embedding_dimension())
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._lock = threading.RLock()
+        """Held while the model or its tokenizer runs: one pass at a time (the tokenizer is not thread-safe)."""
+        self._queue: list[EncodeJob] = []
+        self._queue_lock = threading.Lock()
+        self.encode_passes = 0
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -406,14 +452,18 @@ class Encoder:
         ``truncate="WINDOWS"`` reads a text longer than the window in windows (``windows.py``; at most
         ``max_windows``, default ``$CLASSIFY_MAX_WINDOWS`` or 16): every window of every text of the call
         goes through the body's length-sorted batches together, and a text's windows are averaged.
+
+        Calls from several threads at once (the server's requests, the page's users) are encoded
+        together: a call that finds the model busy queues its texts, and whichever call runs the
+        model next takes every queued text in one pass (``EncodeJob``). A lone call runs at once.
         """
         windowed = truncate == "WINDOWS"
         cap = max_windows_setting(max_windows) if windowed else 0
         mode = f"WINDOWS/{cap}" if windowed else (truncate if truncate != "END" else "")
         keys = [(text, mode) for text in texts]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        with self._lock:
-            todo: dict[tuple[str, str], list[int]] = {}
+        todo: dict[tuple[str, str], list[int]] = {}
+        with self._cache_lock:
             for i, key in enumerate(keys):
                 hit = self._cache.get(key)
                 if hit is not None:
@@ -422,17 +472,57 @@ class Encoder:
                     self.cache_hits += 1
                 else:
                     todo.setdefault(key, []).append(i)
-            if todo:
-                self.cache_misses += len(todo)
-                if windowed:
-                    vectors = self._encode_windows([text for text, _ in todo], cap, batch_size)
-                else:
-                    vectors = self._encode([self.fit_to_length(text, mode or "END") for text, mode in todo], batch_size)
-                for (key, rows), vector in zip(todo.items(), vectors):
-                    out[rows] = vector
-                    self._cache[key] = vector
-                while len(self._cache) > EMBEDDING_CACHE_SIZE:
-                    self._cache.popitem(last=False)
+            self.cache_misses += len(todo)
+        if not todo:
+            return out
+        job = EncodeJob(list(todo))
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._lock:
+            if job.vectors is None and job.error is None:  # nobody took it while this call waited: run the queue
+                with self._queue_lock:
+                    jobs, self._queue = self._queue, []
+                self._run_jobs(jobs, batch_size)
+        if job.error is not None:
+            raise job.error
+        with self._cache_lock:
+            for (key, rows), vector in zip(todo.items(), job.vectors):
+                out[rows] = vector
+                self._cache[key] = vector
+            while len(self._cache) > EMBEDDING_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return out
+
+    def _run_jobs(self, jobs: list[EncodeJob], batch_size: int) -> None:
+        """Encode every queued job's texts in one pass; when that fails, each job alone, so one bad text
+        (too long under NONE) fails only its own call."""
+        self.encode_passes += 1
+        try:
+            vectors = self._encode_keys([key for job in jobs for key in job.keys], batch_size)
+        except Exception:  # noqa: BLE001 - retried job by job, and each keeps its own error
+            if len(jobs) == 1:
+                raise
+            for job in jobs:
+                try:
+                    job.vectors = self._encode_keys(job.keys, batch_size)
+                except Exception as exc:  # noqa: BLE001 - raised in the job's own thread
+                    job.error = exc
+            return
+        at = 0
+        for job in jobs:
+            job.vectors, at = vectors[at:at + len(job.keys)], at + len(job.keys)
+
+    def _encode_keys(self, keys: list[tuple[str, str]], batch_size: int) -> np.ndarray:
+        """The embeddings of cache keys ``(text, mode)``: a ``WINDOWS/<cap>`` mode through ``_encode_windows``,
+        the others cut to the window (``fit_to_length``) and encoded in one pass."""
+        out = np.empty((len(keys), self.dimension), dtype=np.float32)
+        plain = [i for i, (_, mode) in enumerate(keys) if not mode.startswith("WINDOWS")]
+        if plain:
+            out[plain] = self._encode([self.fit_to_length(keys[i][0], keys[i][1] or "END") for i in plain], batch_size)
+        caps = sorted({mode for _, mode in keys if mode.startswith("WINDOWS")})
+        for mode in caps:
+            rows = [i for i, (_, m) in enumerate(keys) if m == mode]
+            out[rows] = self._encode_windows([keys[i][0] for i in rows], int(mode.split("/")[1]), batch_size)
         return out
 
     def _encode_windows(self, texts: list[str], cap: int, batch_size: int) -> np.ndarray:
@@ -464,9 +554,34 @@ class Encoder:
             flush()
         return out
 
+    def token_states(self, texts: Sequence[str], *, truncate: str = "END") -> list[TokenStates]:
+        """Each text's token vectors before pooling, read under ``truncate`` as ``embed`` reads it.
+
+        For ``explain.py``: leaving a word's tokens out of the mean estimates the text without that
+        word from this one forward pass. The pooled embedding is cached as ``embed`` would cache it,
+        so classifying the same texts next costs no second pass. Needs the standard pipeline
+        (``self.body``); ``ValueError`` for a model read through the full ``SentenceTransformer``.
+        """
+        if self.body is None:
+            raise ValueError(f"token states need the standard pipeline; {self.name} runs through SentenceTransformer")
+        starts = [self.kept_span(text, truncate)[0] if truncate == "START" else 0 for text in texts]
+        with self._lock:
+            states = token_vectors(self.body, [text[start:] for text, start in zip(texts, starts)], max_rows=64)
+            out = []
+            for text, start, (vectors, offsets) in zip(texts, starts, states):
+                kept = [(a + start, b + start) if b > a else (0, 0) for a, b in offsets]
+                state = TokenStates(vectors, tuple(kept))
+                out.append(state)
+        with self._cache_lock:
+            for text, state in zip(texts, out):
+                self._cache[(text, truncate if truncate != "END" else "")] = state.pooled()
+            while len(self._cache) > EMBEDDING_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return out
+
     def clear_cache(self) -> None:
         """Forget every cached embedding (benchmarks that time encoding, tests that compare fresh ones)."""
-        with self._lock:
+        with self._cache_lock:
             self._cache.clear()
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
-from .batching import tokenized_batches
+from .batching import encoding_of, pooled_embeddings
 
 INT8_DIR = "int8"
 ONNX_NAME = "model.onnx"
@@ -135,22 +135,13 @@ class OnnxBody:
         self.dimension = int(self.meta["dimension"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """As sentence-transformers' Transformer module: pad to the longest, cut at ``max_seq_length``."""
-        return self.tokenizer(list(texts), padding=True, truncation="longest_first",
-                              max_length=self.max_seq_length, return_tensors="np")
+    def hidden(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The last hidden state of one padded batch (``batching.pad_rows``), ``(rows, tokens, dimension)``."""
+        return self.session.run(None, {name: features[name] for name in self.inputs})[0]
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """L2-normalised float32 embeddings; texts of like token length batched together (``batching.py``)."""
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for rows, features in tokenized_batches(self.tokenizer, texts, max_length=self.max_seq_length,
-                                                max_rows=batch_size):
-            hidden = self.session.run(None, {name: features[name] for name in self.inputs})[0]
-            mask = features["attention_mask"].astype(np.float32)[..., None]
-            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-            norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            out[rows] = pooled / norms
-        return out
+        return pooled_embeddings(self, texts, max_rows=batch_size)
 
 
 def load_int8_body(path: Path, *, progress: Progress | None = _stderr) -> OnnxBody:
@@ -228,7 +219,7 @@ def build_int8(path: Path, target: Path, *, progress: Progress | None = _stderr)
 
         exported = OnnxBody(work, model_file="fp32.onnx")
         for text in CHECK_SENTENCES:  # the same token ids as sentence-transformers gives
-            ours = exported.tokenize([text])["input_ids"][0].tolist()
+            ours = list(encoding_of(exported.tokenizer, [text], max_length=exported.max_seq_length)["input_ids"][0])
             theirs = st.preprocess([text])["input_ids"][0].tolist()
             if ours != theirs:
                 raise Int8Unavailable(f"int8 build of {path}: tokenisation differs from sentence-transformers on {text[:40]!r}")

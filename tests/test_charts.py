@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from playground import store
-from playground.charts import FEW_SHOT, TRAINED, confusion_cells, per_label_f1_frame, reliability_frame
+from playground.charts import (FEW_SHOT, TRAINED, confusion_cells, confusion_frame, per_label_f1_frame,
+                               reliability_frame)
 from playground.classifier import FewShotClassifier
 from playground.data import MultiLabelExample
 from playground.evaluate import evaluate
@@ -39,7 +40,7 @@ def test_reliability_bins_put_each_confidence_in_one_bin():
 
 
 def test_confusion_cells_hold_every_example_once_with_row_shares(report):
-    cells = confusion_cells(report)
+    cells = confusion_cells(confusion_frame(report))
     assert len(cells) == len(report.labels) ** 2 and cells["count"].sum() == report.n_examples
     assert cells.groupby("label")["share"].sum().tolist() == pytest.approx([1.0] * len(report.labels))
     right = cells[cells["label"] == cells["predicted"]]["count"].sum()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from playground._files import cache_dir
+from playground.batching import encoding_of
 from playground.embeddings import (
     MPNET_FOLDER,
     ModelNotFoundError,
@@ -109,7 +110,8 @@ def test_the_lean_body_is_sentence_transformers(model, precision):
     st = SentenceTransformer(str(model_path(model)), device="cpu", model_kwargs=kwargs, local_files_only=True)
     texts = TEXTS + ["   leading and trailing spaces   ", "x " * 600]
     for text in texts:
-        assert encoder.body.tokenize([text])["input_ids"][0].tolist() == st.preprocess([text])["input_ids"][0].tolist()
+        ours = encoding_of(encoder.body.tokenizer, [text], max_length=encoder.body.max_seq_length)["input_ids"][0]
+        assert list(ours) == st.preprocess([text])["input_ids"][0].tolist()  # the ids the encode path pads
     assert (encoder.max_tokens, encoder.dimension) == (st.max_seq_length, st.get_embedding_dimension())
     with torch.inference_mode():
         theirs = torch.nn.functional.normalize(st.encode(texts, convert_to_tensor=True).float(), dim=1).numpy()
@@ -134,12 +136,12 @@ def test_a_saved_body_runs_lean_and_other_pipelines_keep_sentence_transformers(t
 
 
 def test_classify_path_imports_no_sentence_transformers_nor_scikit_learn():
-    """The CLI (which starts the server), the server and a classify call: 165 MB and 1.5 s they do not need.
-    (SciPy is not listed: transformers imports it when it loads a model.)"""
+    """The CLI (which starts the server), the server and a classify call on small: 165 MB and 1.5 s they do not
+    need, nor transformers' modeling (1.6-1.9 s; the small model runs in playground/bert.py)."""
     code = ("import sys; from playground import classify; import playground.server, playground.cli; "
             "classify(['late again'], [('late', 'n'), ('slow', 'n'), ('great', 'p'), ('fine', 'p')]); "
-            "print(sorted(m for m in ('sentence_transformers', 'sklearn', 'pandas', 'pyarrow', 'onnxruntime') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('sentence_transformers', 'sklearn', 'pandas', 'pyarrow', 'onnxruntime', "
+            "'transformers.modeling_utils', 'scipy') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
@@ -161,3 +163,69 @@ def test_weights_read_tensor_by_tensor_are_the_files(tmp_path):
     cut.write_bytes(path.read_bytes()[:-1000])
     with pytest.raises(ValueError, match="truncated"):
         read_safetensors(cut, torch.float32)
+
+
+def queued_calls(encoder, calls: list[tuple[list[str], str]]) -> tuple[list, int]:
+    """Run ``calls`` (texts, truncate) in threads that all queue while the model is held, then let them go:
+    what each call returned (or raised) and how many encoder passes served them."""
+    import threading
+    import time
+
+    outcomes: list = [None] * len(calls)
+
+    def call(i: int, texts: list[str], truncate: str) -> None:
+        try:
+            outcomes[i] = encoder.embed(texts, truncate=truncate)
+        except Exception as exc:  # noqa: BLE001 - the test compares what each call got
+            outcomes[i] = exc
+
+    passes = encoder.encode_passes
+    with encoder._lock:  # the model is busy: every call below queues behind it
+        threads = [threading.Thread(target=call, args=(i, *c)) for i, c in enumerate(calls)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(encoder._queue) < len(calls) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(encoder._queue) == len(calls)
+    for t in threads:
+        t.join(60)
+    return outcomes, encoder.encode_passes - passes
+
+
+def test_concurrent_calls_are_encoded_together_and_each_gets_its_own_rows(small_encoder):
+    calls = [([f"Order {i} arrived broken", f"Parcel number {i} is late, where is it?"], "END") for i in range(8)]
+    small_encoder.clear_cache()
+    outcomes, passes = queued_calls(small_encoder, calls)
+    assert passes == 1  # eight calls, one pass of the model
+    small_encoder.clear_cache()
+    for (texts, _), got in zip(calls, outcomes):
+        alone = small_encoder.embed(texts)
+        assert got.shape == (2, small_encoder.dimension)
+        assert np.min(np.sum(got * alone, axis=1)) > 0.9995  # the same rows, to batch rounding
+
+
+def test_a_failing_call_fails_alone_when_calls_are_encoded_together(small_encoder):
+    from playground.embeddings import TextTooLongError
+
+    too_long = "word " * 2000
+    calls = [(["A fine short review"], "NONE"), ([too_long], "NONE"), (["Another short one"], "END")]
+    small_encoder.clear_cache()
+    outcomes, _ = queued_calls(small_encoder, calls)
+    assert isinstance(outcomes[1], TextTooLongError)
+    assert outcomes[0].shape == outcomes[2].shape == (1, small_encoder.dimension)
+
+
+def test_windows_and_cut_calls_queued_together_each_read_their_own_way(small_encoder):
+    from fixtures.long_documents import LONG_TICKETS
+
+    long_text = next(iter(LONG_TICKETS))
+    calls = [([long_text, "A short one"], "WINDOWS"), ([long_text], "END"), ([long_text], "START")]
+    small_encoder.clear_cache()
+    outcomes, passes = queued_calls(small_encoder, calls)
+    assert passes == 1
+    for (texts, truncate), got in zip(calls, outcomes):
+        small_encoder.clear_cache()
+        alone = small_encoder.embed(texts, truncate=truncate)
+        assert np.min(np.sum(got * alone, axis=1)) > 0.9995
+    assert float(outcomes[0][0] @ outcomes[1][0]) < 0.999  # windows read more than the cut start

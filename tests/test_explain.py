@@ -12,7 +12,8 @@ from playground import classify
 from playground.classifier import FewShotClassifier, MultiLabelHead
 from playground.cli import main as cli_main
 from playground.engine import CustomModel, get_classifier
-from playground.explain import Explanation, WordWeight, explain_texts, label_log_odds, tinted_html, word_spans
+from playground.explain import (EXACT_WORDS, Explanation, WordWeight, explain_texts, label_log_odds, tinted_html,
+                                word_spans)
 from playground.server import DEFAULT_MAX_BODY_BYTES, create_app
 from playground.validation import Example, ValidationError
 
@@ -99,6 +100,38 @@ def test_weights_are_the_fall_in_the_predicted_labels_log_odds(small_encoder):
     X = small_encoder.embed([text, "Please my parcel"])  # the variant without "refund"
     odds = label_log_odds(model.head, X, multi_label=False)[:, list(model.labels).index(explanation.label)]
     assert weight_of(explanation, "refund") == pytest.approx(odds[0] - odds[1], abs=1e-4)
+
+
+def test_the_strongest_words_by_the_estimate_are_measured_and_the_rest_estimated(small_encoder):
+    model = get_classifier(SUPPORT)
+    text = "Hello, could you please refund the jacket I sent back to you last week"
+    explanation = explain_texts(model, [text])[0]
+    exact = [w for w in explanation.words if w.exact]
+    assert len(exact) == EXACT_WORDS < len(explanation.words)
+    assert "refund" in [w.word for w in exact] and explanation.strongest(1)[0].word == "refund"
+    assert f"the {EXACT_WORDS} strongest words were measured" in explanation.note
+    column = list(model.labels).index(explanation.label)
+    for w in exact:  # a measured weight is the fall with the word really left out
+        odds = label_log_odds(model.head, small_encoder.embed([text, text[:w.start] + text[w.end:]]), multi_label=False)
+        assert w.weight == pytest.approx(odds[0, column] - odds[1, column], abs=1e-4)
+    every = explain_texts(model, [text], exact_words=None)[0]
+    assert all(w.exact for w in every.words) and "estimated" not in every.note
+    assert {w.word: w.weight for w in exact} == pytest.approx({w.word: w.weight for w in every.words if w.word in
+                                                               {x.word for x in exact}}, abs=1e-4)
+
+
+def test_token_states_pool_to_the_embedding_and_explaining_leaves_the_answer_unchanged(small_encoder):
+    texts = ["Where is my parcel, it was due on Monday", "Refund please"]
+    states = small_encoder.token_states(texts)
+    small_encoder.clear_cache()
+    fresh = small_encoder.embed(texts)
+    assert np.allclose(np.stack([s.pooled() for s in states]), fresh, atol=1e-5)
+    assert states[0].tokens_in(*next((s, e) for s, e in word_spans(texts[0]) if texts[0][s:e] == "parcel"))
+    plain = classify(texts, SUPPORT)
+    explained = classify(texts, SUPPORT, explain=True)
+    assert [r.prediction for r in explained] == [r.prediction for r in plain]
+    for a, b in zip(explained, plain):
+        assert a.labels == pytest.approx(b.labels, abs=1e-5)
 
 
 def test_removing_the_top_word_lowers_the_confidence_more_than_the_weakest():
@@ -197,7 +230,7 @@ def test_to_dict_has_the_explanation_only_when_asked():
     assert {k: v for k, v in explained.items() if k != "explanation"} == plain
     data = json.loads(json.dumps(explained["explanation"]))
     assert set(data) == {"label", "words", "nearest", "truncated", "note", "other_labels"}
-    assert set(data["words"][0]) == {"word", "start", "end", "weight"}
+    assert set(data["words"][0]) == {"word", "start", "end", "weight", "exact"}
     assert set(data["nearest"][0]) == {"text", "label", "similarity"}
 
 
@@ -234,3 +267,16 @@ def test_tinted_html_escapes_the_text_and_tints_by_sign():
     assert "rgba(22, 163, 74, 0.75)" in html and "rgba(220, 38, 38, 0.38)" in html and "rgba(22, 163, 74, 0.0)" in html
     assert "\n" not in html and html.count("<br>") == 2
     assert tinted_html("", []) == '<div style="line-height: 1.9"></div>'
+
+
+def test_a_long_text_under_windows_is_explained_past_the_first_window(small_encoder):
+    from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
+
+    text, label = next(iter(LONG_TICKETS.items()))
+    result = classify(text, LONG_EXAMPLES, truncate="WINDOWS", explain=True)
+    explanation = result.explanation
+    assert result.prediction == explanation.label == label and not explanation.truncated
+    end_of_first_window = small_encoder.kept_span(text, "END")[1]
+    past = [w for w in explanation.words if w.start >= end_of_first_window]
+    assert past and any(w.weight != 0 for w in past)  # the words the windows read past the first one count
+    assert all(w.exact for w in explanation.words)  # measured, not estimated from one window's pass

@@ -49,10 +49,11 @@ def show_report(report: EvaluationReport) -> None:
                  width="stretch")
     if report.confusion_matrix:
         st.markdown("**Confusion matrix** (rows: your label, columns: predicted)")
+        matrix = confusion_frame(report)
         picture, numbers = st.columns(2)
         with picture:
-            show_confusion_heatmap(confusion_cells(report))
-        numbers.dataframe(confusion_frame(report).style.background_gradient(cmap="Blues", axis=None), width="stretch")
+            show_confusion_heatmap(confusion_cells(matrix))
+        numbers.dataframe(matrix.style.background_gradient(cmap="Blues", axis=None), width="stretch")
 
     st.markdown("**Check these examples** (wrong first, then least sure)")
     st.caption("A wrong one with high confidence is often mislabelled; unsure ones sit where labels blur: "
@@ -77,10 +78,11 @@ def show_report(report: EvaluationReport) -> None:
         decisions = "each label decision" if report.classification_type == "multi-label" else "each example's answer"
         st.markdown("**Are the confidences honest?** Out-of-fold confidence against how often it was right "
                     f"({decisions}); on the dashed line, 80 % sure means right 8 times in 10")
+        bins = reliability_frame(report)
         picture, numbers = st.columns(2)
         with picture:
-            show_reliability(reliability_frame(report))
-        numbers.dataframe(reliability_frame(report).style.format({"confidence": "{:.1%}", "accuracy": "{:.1%}"}),
+            show_reliability(bins)
+        numbers.dataframe(bins.style.format({"confidence": "{:.1%}", "accuracy": "{:.1%}"}),
                           hide_index=True, width="stretch")
     st.caption(f"Evaluated in {report.seconds:.1f}s.")
 

@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 from playground.data import read_examples_csv
 from playground.embeddings import BASE_MODELS
 from playground.engine import classify
+from playground.explain import classify as explained
 from playground.export import csv_export, python_snippet
 from playground.presets import load_preset
 from playground.validation import Example
@@ -56,6 +57,32 @@ def test_seed_preset_classifies_both_reviews_negative(page: Page, screenshot, sm
         [f"{label}: {p:.1%}" for label, p in result.labels.items()] for result in engine]
     expect(page.get_by_test_id("stAlert")).to_have_count(0)
     screenshot(page, "classify-results")
+
+
+def test_why_tints_each_word_as_the_library_weighs_it(page: Page, screenshot, small_encoder):
+    """Journey: tick "Why?", Classify: each answer shows its input word by word, tinted green toward the
+    label and red away, with the weights the library computes, a legend and the three nearest examples."""
+    expect_grid(page, rows_of(SEED.examples))
+    page.get_by_text("Why? Show the words behind each answer", exact=False).click()
+    wait_for_app(page)
+    click_button(page, "Classify")
+    expect(page.get_by_text("Why?", exact=True)).to_have_count(len(SEED.inputs))
+    library = explained(list(SEED.inputs), list(SEED.examples), "small", explain=True)
+    tinted = page.locator("span[title]")
+    expect(tinted).to_have_count(sum(len(r.explanation.words) for r in library))
+    shown = [(span.inner_text(), span.get_attribute("title"), span.get_attribute("style")) for span in tinted.all()]
+    expected = [w for r in library for w in r.explanation.words]
+    assert [word for word, _, _ in shown] == [w.word for w in expected]
+    for (word, title, style), w in zip(shown, expected):
+        assert float(title.split()[0]) == pytest.approx(w.weight, abs=2e-3), word
+        assert ("22, 163, 74" if w.weight >= 0 else "220, 38, 38") in style  # green toward, red away
+    assert "(estimated)" in " ".join(title for _, title, _ in shown) or all(w.exact for w in expected)
+    expect(page.get_by_text("Green words push toward").first).to_be_visible()
+    nearest = page.get_by_test_id("stDataFrame").filter(has_text="nearest example")
+    expect(nearest).to_have_count(len(SEED.inputs))
+    for result in library:
+        assert result.explanation.strongest(1)[0].weight > 0 and len(result.explanation.nearest) == 3
+    screenshot(page, "classify-why")
 
 
 def test_load_preset_button_switches_and_restores_the_seed(page: Page):

@@ -1,0 +1,58 @@
+"""playground/bert.py: the small model's forward pass in plain torch gives transformers' BertModel outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from playground import bert
+from playground.embeddings import load_transformer, model_path, read_safetensors
+
+TEXTS = ["The package was damaged", "ok", "A much longer review: the zip broke after three weeks and support never "
+         "answered my e-mails, so I returned it.", "🎉 Ünïcödé and CAPITALS"]
+
+
+def outputs(dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ours, transformers', attention mask) on TEXTS padded in one batch, same weights, same dtype."""
+    path = model_path("small")
+    config = json.loads((path / "config.json").read_text())
+    state = read_safetensors(path / "model.safetensors", dtype)
+    reference = BertModel.from_pretrained(None, config=BertConfig(**config), state_dict=state, dtype=dtype,
+                                          add_pooling_layer=False).eval()
+    features = AutoTokenizer.from_pretrained(str(path))(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ours = bert.BertEncoder(config, state)(**features)
+        theirs = reference(**features).last_hidden_state
+    return ours.float(), theirs.float(), features["attention_mask"].bool()
+
+
+def test_fp32_matches_transformers_on_every_real_token():
+    ours, theirs, mask = outputs(torch.float32)
+    assert ours.shape == theirs.shape
+    assert torch.max(torch.abs(ours[mask] - theirs[mask])).item() < 1e-4
+
+
+def test_bf16_matches_transformers_to_bf16_rounding():
+    ours, theirs, mask = outputs(torch.bfloat16)
+    cos = torch.nn.functional.cosine_similarity(ours[mask], theirs[mask], dim=-1)
+    assert cos.min().item() > 0.999
+
+
+def test_only_bert_encoders_it_runs_exactly_are_taken():
+    config = json.loads((model_path("small") / "config.json").read_text())
+    assert bert.supports(config)
+    for change in ({"model_type": "mpnet"}, {"hidden_act": "relu"}, {"position_embedding_type": "relative_key"},
+                   {"is_decoder": True}):
+        assert not bert.supports({**config, **change})
+    with pytest.raises(ValueError, match="missing"):
+        bert.BertEncoder(config, {})
+
+
+def test_the_small_model_loads_as_plain_torch_and_the_large_through_transformers():
+    assert isinstance(load_transformer(model_path("small"), torch.float32), bert.BertEncoder)
+    large = model_path("large")
+    assert not bert.supports(json.loads((large / "config.json").read_text()))
