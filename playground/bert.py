@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import torch
-from torch.nn import functional as F
+if TYPE_CHECKING:
+    import torch
 
 
 def supports(config: Mapping) -> bool:
@@ -61,14 +62,21 @@ class BertEncoder:
         return self  # inference only: no dropout to switch off
 
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        from torch.nn import functional as F  # heavy: loaded by the weights already
+
         w = self.weights
         return F.layer_norm(x, (self.hidden_size,), w[f"{name}.weight"], w[f"{name}.bias"], self.eps)
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        from torch.nn import functional as F
+
         return F.linear(x, self.weights[f"{name}.weight"], self.weights[f"{name}.bias"])
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        import torch  # heavy: only once there is a model to run (this module is imported with the package)
+        from torch.nn import functional as F
+
         w = self.weights
         rows, length = input_ids.shape
         if token_type_ids is None:

@@ -25,6 +25,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
+from . import bert
 from .batching import pooled_embeddings, token_vectors
 from .onnx_int8 import OnnxBody, load_int8_body
 from .windows import Reading, combine_windows, max_windows_setting, token_offsets, window_spans
@@ -283,8 +284,6 @@ def load_transformer(body: Path, dtype):
     weights = body / "model.safetensors"
     state = read_safetensors(weights, dtype) if weights.is_file() else None
     if state is not None:
-        from . import bert  # heavy (torch): only with a model to run
-
         config = json.loads((body / "config.json").read_text())
         if bert.supports(config):
             return bert.BertEncoder(config, state)
@@ -457,9 +456,7 @@ class Encoder:
         together: a call that finds the model busy queues its texts, and whichever call runs the
         model next takes every queued text in one pass (``EncodeJob``). A lone call runs at once.
         """
-        windowed = truncate == "WINDOWS"
-        cap = max_windows_setting(max_windows) if windowed else 0
-        mode = f"WINDOWS/{cap}" if windowed else (truncate if truncate != "END" else "")
+        mode = self.cache_mode(truncate, max_windows)
         keys = [(text, mode) for text in texts]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         todo: dict[tuple[str, str], list[int]] = {}
@@ -492,6 +489,12 @@ class Encoder:
             while len(self._cache) > EMBEDDING_CACHE_SIZE:
                 self._cache.popitem(last=False)
         return out
+
+    def cache_mode(self, truncate: str, max_windows: int | None = None) -> str:
+        """How a text's cached embedding is keyed beside the text: "" for END, the mode, or ``WINDOWS/<cap>``."""
+        if truncate == "WINDOWS":
+            return f"WINDOWS/{max_windows_setting(max_windows)}"
+        return truncate if truncate != "END" else ""
 
     def _run_jobs(self, jobs: list[EncodeJob], batch_size: int) -> None:
         """Encode every queued job's texts in one pass; when that fails, each job alone, so one bad text
@@ -564,6 +567,10 @@ class Encoder:
         """
         if self.body is None:
             raise ValueError(f"token states need the standard pipeline; {self.name} runs through SentenceTransformer")
+        if not texts:
+            return []
+        if truncate == "WINDOWS" and any(self.reading(text, "WINDOWS").longer for text in texts):
+            raise ValueError("token states are one pass: a text longer than the window under WINDOWS has several")
         starts = [self.kept_span(text, truncate)[0] if truncate == "START" else 0 for text in texts]
         with self._lock:
             states = token_vectors(self.body, [text[start:] for text, start in zip(texts, starts)], max_rows=64)
@@ -574,7 +581,7 @@ class Encoder:
                 out.append(state)
         with self._cache_lock:
             for text, state in zip(texts, out):
-                self._cache[(text, truncate if truncate != "END" else "")] = state.pooled()
+                self._cache[(text, self.cache_mode(truncate))] = state.pooled()
             while len(self._cache) > EMBEDDING_CACHE_SIZE:
                 self._cache.popitem(last=False)
         return out

@@ -272,11 +272,14 @@ def explain_texts(classifier: Classifier, texts: Sequence[str], *, truncate: str
         return []
     encoder = classifier.encoder
     check_fits(encoder, texts, truncate=truncate)
-    # WINDOWS: a long text's embedding is the mean of several windows' passes, which one pass's token vectors
-    # cannot estimate, so every word is measured (in runs past MAX_VARIANTS words)
-    estimate = exact_words is not None and encoder.body is not None and truncate != "WINDOWS"
-    plans = [Occlusion.of(encoder, text, truncate, max_runs=None if estimate else MAX_VARIANTS) for text in texts]
-    states = encoder.token_states(texts, truncate=truncate) if estimate else None  # caches the inputs' embeddings
+    # a long text under WINDOWS is the mean of several windows' passes, which one pass's token vectors cannot
+    # estimate: every word of it is measured (in runs past MAX_VARIANTS words)
+    estimated = [exact_words is not None and encoder.body is not None
+                 and not (truncate == "WINDOWS" and encoder.reading(text, "WINDOWS").longer) for text in texts]
+    plans = [Occlusion.of(encoder, text, truncate, max_runs=None if est else MAX_VARIANTS)
+             for text, est in zip(texts, estimated)]
+    read = iter(encoder.token_states([t for t, est in zip(texts, estimated) if est], truncate=truncate))
+    states = [next(read) if est else None for est in estimated]  # token_states cached the inputs' embeddings
     if results is None:
         results = classifier.classify(texts, truncate=truncate)
     columns = [[list(map(str, classifier.head.classes_)).index(label) for label in explained_labels(result)]
@@ -285,7 +288,7 @@ def explain_texts(classifier: Classifier, texts: Sequence[str], *, truncate: str
     measured = []  # per text: the runs embedded without them
     estimates = []  # per text: each run's estimated fall per explained label, (runs, labels)
     for i, plan in enumerate(plans):
-        if states is None or not plan.runs:
+        if states[i] is None or not plan.runs:
             measured.append(list(range(len(plan.runs))))
             estimates.append(np.zeros((len(plan.runs), len(columns[i]))))
             continue

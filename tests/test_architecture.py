@@ -13,6 +13,7 @@ answer from the command line.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,3 +180,16 @@ def test_pages_have_no_bare_conditional_expression():
                     bare.append(f"{module}:{node.lineno}")
     assert not bare, f"bare conditional expressions in pages: {bare}"
 
+
+
+def test_page_scripts_have_no_bare_string_below_their_docstring():
+    """A string on its own line in a page script (an attribute's docstring, say) is printed on the page by
+    Streamlit's magic, above the title; page scripts say such things in comments."""
+    pages = re.findall(r'st\.Page\("([^"]+)"', (ROOT / "app.py").read_text(encoding="utf-8"))
+    assert pages
+    bare = []
+    for page in pages:
+        tree = ast.parse((ROOT / page).read_text(encoding="utf-8"))
+        bare += [f"{page}:{node.lineno}" for node in tree.body[1:]
+                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)]
+    assert not bare, f"bare strings Streamlit would print: {bare}"

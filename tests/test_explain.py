@@ -280,3 +280,11 @@ def test_a_long_text_under_windows_is_explained_past_the_first_window(small_enco
     past = [w for w in explanation.words if w.start >= end_of_first_window]
     assert past and any(w.weight != 0 for w in past)  # the words the windows read past the first one count
     assert all(w.exact for w in explanation.words)  # measured, not estimated from one window's pass
+
+
+def test_a_short_text_under_windows_is_explained_as_under_end():
+    text = "Hello, could you please refund the jacket I sent back to you last week"
+    windows = classify(text, SUPPORT, truncate="WINDOWS", explain=True).explanation
+    end = classify(text, SUPPORT, explain=True).explanation
+    assert [(w.word, w.exact) for w in windows.words] == [(w.word, w.exact) for w in end.words]
+    assert [w.weight for w in windows.words] == pytest.approx([w.weight for w in end.words], abs=1e-4)

@@ -243,11 +243,11 @@ def init_state() -> None:
         st.session_state.classify_notice = None
 
 
+# The page reads long inputs whole: on imdb, 20newsgroups and enron_spam (small, instant, 5 seeds) WINDOWS gained
+# 0.4-2.8 points over END at N = 8 and 64, for 2-3x the time on those sets' texts (docs/BENCHMARKS.md, "Long
+# texts"); a page classifies a few inputs, and texts within the window get END's answer exactly. The library, the
+# CLI and the API keep Cohere's END default. (A comment, not a docstring: Streamlit prints a bare string.)
 DEFAULT_PAGE_TRUNCATE = "WINDOWS"
-"""The page reads long inputs whole: on imdb, 20newsgroups and enron_spam (small, instant, 5 seeds) WINDOWS gained
-0.4-2.8 points over END at N = 8 and 64, for 2-3x the time on those sets' texts (docs/BENCHMARKS.md, "Long
-texts"); a page classifies a few inputs, and texts within the window get END's answer exactly. The library, the
-CLI and the API keep Cohere's END default."""
 TRUNCATE_TITLES = {"END": "END: keep the start", "START": "START: keep the end", "NONE": "NONE: refuse them",
                    "WINDOWS": "WINDOWS: read it all, in windows"}
 TRUNCATE_HELP = ("The model reads 254 word pieces (small; 382 on large), about 190-290 words. END, START and NONE are "
