@@ -771,21 +771,15 @@ def write_report(results: dict, out: Path) -> None:
         lines, summary["active"] = active_report(act, out.parent / "bench_active.png")
         L += lines
 
-    # Explanations
-    ex = s.get("explain") or {}
-    if ex:  # records from before issue #26 have no such section
-        L += ["## Explanations: do the highlighted words matter? (issue #26)", ""] + _section_note("explain", ex)
-    if _ok(ex) and ex.get("rows"):
-        lines, summary["explain"] = explain_report(ex)
-        L += lines
-
-    # Long texts
-    lt = s.get("long") or {}
-    if lt:  # records from before issue #27 have no such section
-        L += ["## Long texts: truncate END vs WINDOWS (issue #27)", ""] + _section_note("long", lt)
-    if _ok(lt) and lt.get("rows"):
-        lines, summary["long"] = long_report(lt)
-        L += lines
+    # Sections newer than some records (those records have no such section: no heading then)
+    for name, heading, report in (("explain", "Explanations: do the highlighted words matter? (issue #26)", explain_report),
+                                  ("long", "Long texts: truncate END vs WINDOWS (issue #27)", long_report)):
+        section = s.get(name) or {}
+        if section:
+            L += [f"## {heading}", ""] + _section_note(name, section)
+        if _ok(section) and section.get("rows"):
+            lines, summary[name] = report(section)
+            L += lines
 
     # HTTP
     h = s.get("http") or {}

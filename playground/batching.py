@@ -82,9 +82,14 @@ def encoding_of(tokenizer, texts: Sequence[str], *, max_length: int, offsets: bo
 def tokenized_batches(tokenizer, texts: Sequence[str], *, max_length: int, max_rows: int):
     """``(rows, features)`` for every batch of ``texts``: tokenized once, cut at ``max_length`` as
     sentence-transformers cuts, grouped by ``length_batches`` and padded by ``pad_rows``."""
-    encoding = encoding_of(tokenizer, texts, max_length=max_length)
+    return padded_batches(encoding_of(tokenizer, texts, max_length=max_length), pad_id=tokenizer.pad_token_id or 0,
+                          max_rows=max_rows)
+
+
+def padded_batches(encoding: Mapping[str, Sequence[Sequence[int]]], *, pad_id: int, max_rows: int):
+    """``(rows, features)`` for every ``length_batches`` batch of an unpadded ``encoding``, padded by ``pad_rows``."""
     for rows in length_batches([len(ids) for ids in encoding["input_ids"]], max_rows=max_rows):
-        yield rows, pad_rows(encoding, rows, tokenizer.pad_token_id or 0)
+        yield rows, pad_rows(encoding, rows, pad_id)
 
 
 def mean_pooled_unit(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -111,8 +116,8 @@ def token_vectors(body, texts: Sequence[str], *, max_rows: int) -> list[tuple[np
     encoding = encoding_of(body.tokenizer, texts, max_length=body.max_seq_length, offsets=True)
     offsets = encoding.pop("offset_mapping")
     out: list = [None] * len(texts)
-    for rows in length_batches([len(ids) for ids in encoding["input_ids"]], max_rows=max_rows):
-        hidden = body.hidden(pad_rows(encoding, rows, body.tokenizer.pad_token_id or 0))
+    for rows, features in padded_batches(encoding, pad_id=body.tokenizer.pad_token_id or 0, max_rows=max_rows):
+        hidden = body.hidden(features)
         for r, i in enumerate(rows):
             n = len(encoding["input_ids"][i])
             out[i] = (hidden[r, :n].astype(np.float32), [tuple(o) for o in offsets[i]])

@@ -411,17 +411,10 @@ class Encoder:
         words past it no weight. NONE raises ``TextTooLongError`` for a text over the limit. WINDOWS
         reads from the first window's start to the last one's end (all of it unless the cap stopped it).
         """
-        if truncate == "WINDOWS":
-            return self.reading(text, "WINDOWS").span
-        limit = self.max_tokens - 2  # [CLS] and [SEP]
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        if len(offsets) <= limit:
-            return 0, len(text)
-        if truncate == "NONE":
-            raise TextTooLongError(len(offsets), limit)
-        if truncate == "END":
-            return 0, offsets[limit - 1][1]
-        return offsets[-limit][0], len(text)
+        reading = self.reading(text, truncate)
+        if truncate == "NONE" and reading.longer:
+            raise TextTooLongError(reading.tokens, reading.limit)
+        return reading.span
 
     def reading(self, text: str, truncate: str = "END", *, max_windows: int | None = None) -> Reading:
         """How the model reads ``text`` under ``truncate``: its length in word pieces, the characters read,
@@ -482,13 +475,18 @@ class Encoder:
                 self._run_jobs(jobs, batch_size)
         if job.error is not None:
             raise job.error
+        for rows, vector in zip(todo.values(), job.vectors):
+            out[rows] = vector
+        self._remember(zip(todo, job.vectors))
+        return out
+
+    def _remember(self, items) -> None:
+        """Cache ``(key, vector)`` pairs, forgetting the least recently used past ``EMBEDDING_CACHE_SIZE``."""
         with self._cache_lock:
-            for (key, rows), vector in zip(todo.items(), job.vectors):
-                out[rows] = vector
+            for key, vector in items:
                 self._cache[key] = vector
             while len(self._cache) > EMBEDDING_CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return out
 
     def cache_mode(self, truncate: str, max_windows: int | None = None) -> str:
         """How a text's cached embedding is keyed beside the text: "" for END, the mode, or ``WINDOWS/<cap>``."""
@@ -574,16 +572,10 @@ class Encoder:
         starts = [self.kept_span(text, truncate)[0] if truncate == "START" else 0 for text in texts]
         with self._lock:
             states = token_vectors(self.body, [text[start:] for text, start in zip(texts, starts)], max_rows=64)
-            out = []
-            for text, start, (vectors, offsets) in zip(texts, starts, states):
-                kept = [(a + start, b + start) if b > a else (0, 0) for a, b in offsets]
-                state = TokenStates(vectors, tuple(kept))
-                out.append(state)
-        with self._cache_lock:
-            for text, state in zip(texts, out):
-                self._cache[(text, self.cache_mode(truncate))] = state.pooled()
-            while len(self._cache) > EMBEDDING_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        out = [TokenStates(vectors, tuple((a + start, b + start) if b > a else (0, 0) for a, b in offsets))
+               for start, (vectors, offsets) in zip(starts, states)]
+        mode = self.cache_mode(truncate)
+        self._remember(((text, mode), state.pooled()) for text, state in zip(texts, out))
         return out
 
     def clear_cache(self) -> None:
