@@ -2,14 +2,16 @@
 
 SetFit's idea (Tunstall et al., 2022), made fast enough for a page: (1) tune the encoder so
 same-label examples move together (``playground.tuning``: the frozen lower layers run once, only
-the top layers train, every example in every step, steps set by a time budget, label names as
-extra examples when out-of-fold accuracy says they help); (2) a head on the tuned embeddings:
+the top layers train, a step count fixed before the first step, label names as extra examples when
+out-of-fold accuracy says they help); (2) a head on the tuned embeddings:
 ``FewShotClassifier`` for single-label data, ``MultiLabelHead`` for multi-label data (both in
 ``classifier.py``, scores in ``metrics.py``, folders and the training lock in ``store.py``).
 
 The saved model learns from every example. Its scores come from cross-validation of the whole
-recipe (each fold tunes its own copy without the fold it is scored on) or from a validation file,
-beside the untuned head on the same folds. Classify's rules apply: 2 labels, 2 examples each.
+recipe (each fold tunes its own copy without the fold it is scored on, in worker processes beside the
+final tuning when CPUs are idle: ``processes.py``) or from a validation file, beside the untuned head on
+the same folds; when they say tuning did not help, the untuned model is kept (``guard_decision``).
+Classify's rules apply: 2 labels, 2 examples each.
 
 Why not the ``setfit`` library: it needs ``datasets``, ``evaluate`` and ``accelerate``, tunes every
 layer on pairs (minutes on a CPU), and saves its head with ``joblib`` (pickle), which this project
@@ -101,7 +103,8 @@ class TrainingSettings:
         Tokens per text while tuning (longer texts are cut; classifying keeps the model's limit).
     seed : int, default=42
     num_threads : int or None, default=None
-        Torch threads while tuning (None: the folds run side by side on the idle CPUs, one thread each).
+        Torch threads while tuning (None: on idle CPUs the folds run in worker processes beside the final
+        tuning, one thread each; a number runs them one after another here).
     keep : {"best", "tuned"}, default="best"
         "best": when the honest scores say the tuned model is not better than the untuned one, the
         untuned model is kept (and the reason said, with both scores). "tuned": keep the tuned one anyway.
@@ -732,8 +735,9 @@ def _checked_inputs(data: Any, base_model: str, multi_label: bool | None, valida
 
 def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelFlag | None) -> TunedModel:
     """The final tuning on every example and, unless a validation file is scored, the cross-validation folds:
-    side by side on the idle CPUs when the tuning is deterministic in threads (no dropout, no time cap), else
-    one after another; then the head, the honest scores and the guard's choice."""
+    the folds in worker processes beside the final tuning when CPUs are idle (``processes.py``: each its own
+    core and its own random numbers, so the scores repeat exactly), else one after another here; then the
+    head, the honest scores and the guard's choice."""
     from .tuning import TuningSettings, idle_cpus, usable_cpus  # heavy: torch
 
     everything, valid, warnings = inputs.everything, inputs.valid, inputs.warnings
@@ -750,9 +754,12 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     folds = [] if valid is not None or not settings.cv_folds else usable_folds(everything, settings.cv_folds,
                                                                                  settings.seed)
     plan = settings.tuning().resolved(base)  # type: ignore[union-attr]
-    in_threads = not plan.dropout and settings.time_budget_s is None and settings.num_threads is None
-    workers = max(1, min(1 + len(folds), usable_cpus(), int(idle_cpus() + 0.3))) if in_threads and folds else 1
-    threads = 1 if workers > 1 else settings.num_threads
+    # side by side: not when the user fixed the threads, nor under a time cap (the folds then repeat the final
+    # tuning's step count, known only at its end)
+    side_by_side = bool(folds) and settings.time_budget_s is None and settings.num_threads is None
+    # on 2 idle CPUs: the final tuning and 2 fold processes share them (3 jobs of 1 thread), which beats 1
+    # fold process working through 3 folds while the shorter final tuning waits for it
+    workers = max(1, min(1 + len(folds), usable_cpus(), int(idle_cpus() + 0.3))) if side_by_side else 1
     stop = threading.Event()  # set when one job fails, so the others stop at their next step
 
     def stopped() -> bool:
@@ -790,23 +797,26 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                                        windows=settings.windows,
                                        on_step=lambda s, t, left: on_step(0, s, t, left), cancel=stopped))
 
-    def fold_job(k: int, train_idx: np.ndarray, test_idx: np.ndarray) -> Callable[[int | None], _FoldResult]:
-        def run(job_threads: int | None) -> _FoldResult:
-            steps = tuning_report[0].steps if workers == 1 and settings.time_budget_s is not None else None
-            return _fold_job(base, everything, train_idx, test_idx, settings, steps, descriptions,
-                             lambda s, t, left: on_step(k, s, t, left), stopped, job_threads)
-        return run
+    def folds_here() -> list[_FoldResult]:
+        steps = tuning_report[0].steps if settings.time_budget_s is not None else None
+        return [_fold_job(base, everything, train_idx, test_idx, settings, steps, descriptions,
+                          lambda s, t, left, k=k: on_step(k, s, t, left), stopped, settings.num_threads)
+                for k, (train_idx, test_idx) in enumerate(folds, start=1)]
 
-    jobs: list[Callable[[int | None], Any]] = [final_job] + [fold_job(k, tr, te) for k, (tr, te)
-                                                               in enumerate(folds, start=1)]
     tune_started = time.monotonic()
     try:
-        results = _run_jobs(jobs, workers, threads, stop)
+        if workers > 1:
+            fold_results, parallel_jobs = _beside_final(final_job, folds_here, [
+                (base_model, everything, train_idx, test_idx, settings, descriptions, k)
+                for k, (train_idx, test_idx) in enumerate(folds, start=1)], min(len(folds), workers), on_step, stop,
+                stopped)
+        else:
+            final_job(settings.num_threads)
+            fold_results, parallel_jobs = folds_here(), 1
     except TrainingCancelled:
         raise TrainingCancelled("training cancelled: nothing was saved") from None
     if _cancelled(cancel):
         raise TrainingCancelled("training cancelled: nothing was saved")
-    fold_results = results[1:]
     tune_seconds = time.monotonic() - tune_started
     tuned_report = tuning_report[0]
     texts = [e.text for e in everything.examples]
@@ -841,7 +851,7 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
         "training_seconds": round(time.monotonic() - started, 1),
         "tuning_seconds": round(tune_seconds, 1),
         "steps": tuned_report.steps,
-        "parallel_jobs": workers,
+        "parallel_jobs": parallel_jobs,
         "used_label_names": tuned_report.used_label_names,
         "warnings": warnings,
     }
@@ -866,37 +876,52 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     return TunedModel(body, head, config, base, base_head)
 
 
-def _run_jobs(jobs: Sequence[Callable[[int | None], Any]], workers: int, threads: int | None,
-              stop: threading.Event) -> list[Any]:
-    """Run ``jobs`` (each called with its torch thread count), ``workers`` at a time; results in order.
+def _fold_in_worker(base_model: str, data: TrainingData, train_idx: np.ndarray, test_idx: np.ndarray,
+                    settings: TrainingSettings, descriptions: dict[str, str] | None, k: int, *,
+                    report: Callable[..., None]) -> _FoldResult:
+    """One fold in a worker process (``processes.run_in_processes``), on a base model loaded there."""
+    return _fold_job(load_base(base_model), data, train_idx, test_idx, settings, None, descriptions,
+                     lambda s, t, left: report(k, s, t, left), None, 1)
 
-    Side by side, each job gets one torch thread (torch's thread count is per process, so it is set once
-    here and put back after). The first failure stops the others at their next step and is raised.
+
+def _beside_final(final_job: Callable[[int | None], None], folds_here: Callable[[], list[_FoldResult]],
+                  fold_calls: Sequence[tuple], processes: int,
+                  on_step: Callable[[int, int, int, float], None], stop: threading.Event,
+                  stopped: Callable[[], bool]) -> tuple[list[_FoldResult], int]:
+    """The final tuning in a thread here (one torch thread) while the folds run in ``processes`` worker processes.
+
+    Returns the folds' results and the jobs that ran at once. When worker processes cannot start, the folds
+    run here after the final tuning. The first failure stops the rest and is raised.
     """
-    if workers <= 1:
-        return [job(threads) for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
+    from .processes import JobsStopped, WorkersUnavailable, run_in_processes
 
-    import torch
+    failure: list[BaseException] = []
 
-    def guarded(job: Callable[[int | None], Any]) -> Any:
+    def final() -> None:
         try:
-            return job(1)
-        except BaseException:
+            final_job(1)
+        except BaseException as exc:  # raised below, in the caller's thread
+            failure.append(exc)
             stop.set()
-            raise
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+    thread = threading.Thread(target=final, name="tune-final", daemon=True)
+    thread.start()
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tune-job") as pool:
-            futures = [pool.submit(guarded, job) for job in jobs]
-    finally:
-        torch.set_num_threads(old)
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:  # the failure itself, not the cancellations it caused in the other jobs
-        raise next((e for e in errors if not isinstance(e, TrainingCancelled)), errors[0])
-    return [f.result() for f in futures]
+        results = run_in_processes(_fold_in_worker, fold_calls, workers=processes, on_event=on_step, stopped=stopped)
+    except WorkersUnavailable:
+        results = None
+    except BaseException as exc:
+        stop.set()
+        thread.join()
+        if failure and not isinstance(failure[0], TrainingCancelled):
+            raise failure[0] from None  # the final tuning failed; the folds were only ended for it
+        if isinstance(exc, JobsStopped):
+            raise TrainingCancelled("training cancelled: nothing was saved") from None
+        raise
+    thread.join()
+    if failure:
+        raise failure[0]
+    return (folds_here(), 1) if results is None else (results, processes + 1)
 
 
 def save_tuned(tuned: TunedModel, name: str, *, directory: Path | None = None) -> ModelInfo:

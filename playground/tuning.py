@@ -127,8 +127,8 @@ class TuningSettings:
         WiSE-FT weight of the tuned layers in ``(0, 1]``: they end at ``(1 - w) * original + w * tuned``.
         1 keeps the tuned weights as trained. None: the recipe's.
     dropout : bool or None, default=None
-        The model's dropout while tuning. Without it a tuning draws no random numbers but its batch plan's,
-        so tunings can run side by side in threads and still repeat exactly. None: the recipe's.
+        The model's dropout while tuning (its random numbers come from ``seed``, one generator per process;
+        ``training`` runs its cross-validation folds in processes of their own for that). None: the recipe's.
     time_budget_s : float or None, default=None
         Optional cap on wall seconds: tuning stops early (with a linear decay to that point) when the
         measured pace says the planned steps would not fit. The step count then follows the machine's

@@ -361,6 +361,59 @@ def test_four_examples_train_and_save(tmp_path, monkeypatch):
     assert result.prediction in {"billing", "shipping"} and set(result.labels) == {"billing", "shipping"}
 
 
+def test_folds_beside_the_final_tuning_score_as_one_after_another(monkeypatch, single_rows):
+    """On idle CPUs the folds run in worker processes beside the final tuning, dropout on (the recipe's):
+    each draws its own random numbers, so the scores and the model equal the folds run one after another."""
+    from playground import tuning
+
+    settings = dict(steps=4, use_label_names="never", cv_folds=2, seed=7)
+    alone = tune(single_rows, settings=TrainingSettings(**settings, num_threads=1))
+    monkeypatch.setattr(tuning, "idle_cpus", lambda window_s=0.2: 2.0)  # a quiet 2-core machine, whatever runs now
+    monkeypatch.setattr(tuning, "usable_cpus", lambda: 2)
+    seen = []
+    beside = tune(single_rows, settings=TrainingSettings(**settings), progress=seen.append)
+    assert alone.metrics["parallel_jobs"] == 1 and beside.metrics["parallel_jobs"] == 3
+    assert beside.config["training"]["tuning"]["dropout"] is True
+    assert beside.metrics["trained"] == alone.metrics["trained"]
+    assert beside.metrics["baseline"] == alone.metrics["baseline"]
+    for a, b in zip(alone.body.parameters(), beside.body.parameters()):
+        assert torch_equal(a, b)
+    # progress counts every job's steps: the final tuning's 4 and the folds' 2 × 4 (reported from their processes)
+    assert max(p.step for p in seen if p.phase == "tuning") == 4
+    cv_steps = [p.message for p in seen if "step 8/8" in p.message]
+    assert cv_steps, [p.message for p in seen]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """The fold workers are ``python -m playground.processes``, not multiprocessing's spawn, which imports the
+    caller's main script again: a user's script that tunes at its top level must not run twice."""
+    import subprocess
+    import sys
+
+    from playground.processes import PACKAGE_ROOT
+
+    script = tmp_path / "tune_me.py"
+    script.write_text(
+        "from playground import tuning\n"
+        "from playground.training import TrainingSettings, tune\n"
+        "tuning.idle_cpus = lambda window_s=0.2: 2.0\n"
+        "tuning.usable_cpus = lambda: 2\n"
+        "print('script body ran')\n"
+        f"rows = {FOUR!r}\n"
+        "tuned = tune(rows, settings=TrainingSettings(steps=2, use_label_names='never', cv_folds=2))\n"
+        "print('jobs', tuned.metrics['parallel_jobs'])\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": PACKAGE_ROOT})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("script body ran") == 1 and "jobs 3" in done.stdout
+
+
 def test_tune_saves_nothing_until_save_tuned(tmp_path, monkeypatch):
     directory = tmp_path / "models"
     monkeypatch.setenv(store.MODELS_DIR_ENV, str(directory))
