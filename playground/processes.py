@@ -79,19 +79,24 @@ class _Worker:
     def done(self) -> bool:
         return not self.reader.is_alive()
 
-    def end(self) -> None:
-        if self.process.poll() is None:
+    def end(self, grace_s: float = 0.0) -> None:
+        """Wait ``grace_s`` for the worker to exit by itself, then kill it."""
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-        self.process.wait()
+            self.process.wait()
         self.reader.join()
 
     def result(self) -> Any:
-        self.end()
+        self.end(grace_s=5.0)  # it has answered (or died): it exits on its own
         if self.outcome is None:
             self.log.seek(0)
             tail = self.log.read().decode("utf-8", "replace").strip().splitlines()[-8:]
+            self.log.close()
             raise WorkersUnavailable(f"worker process {self.index} exited with code {self.process.returncode} "
                                      f"without an answer" + (": " + " | ".join(tail) if tail else ""))
+        self.log.close()
         kind, value = self.outcome
         if kind == "error":
             raise value
@@ -128,6 +133,7 @@ def run_in_processes(job: Callable[..., Any], calls: Sequence[tuple], *, workers
     finally:
         for worker in running:
             worker.end()
+            worker.log.close()
     return [results[i] for i in range(len(calls))]
 
 
