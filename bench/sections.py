@@ -230,7 +230,7 @@ def trained(cfg: dict) -> dict:
 @section("setfit")
 def setfit_peer(cfg: dict) -> dict:
     """The ``setfit`` library on the tuned rows' samples and base models: ``TrainingArguments(num_epochs=1)``
-    (its pair sampling, batch 16, a logistic-regression head), ``max_steps`` capped (``setfit_max_steps``)."""
+    (its pair sampling, batch 16, a logistic-regression head); ``max_steps`` only on ``setfit_capped_sets``."""
     try:
         import setfit
         from datasets import Dataset
@@ -258,13 +258,16 @@ def setfit_peer(cfg: dict) -> dict:
                                            "label": [ds.train_labels[i] for i in idx]})
                 with tempfile.TemporaryDirectory(prefix="bench-setfit-") as out:
                     model = SetFitModel.from_pretrained(str(model_path(base)), local_files_only=True)
+                    capped = name in cfg["setfit_capped_sets"]
                     args = TrainingArguments(output_dir=out, save_strategy="no", report_to="none", seed=seed,
-                                             num_epochs=1, max_steps=cfg["setfit_max_steps"], show_progress_bar=False)
+                                             num_epochs=1, max_steps=cfg["setfit_max_steps"] if capped else -1,
+                                             show_progress_bar=False)
                     trainer = Trainer(model=model, args=args, train_dataset=train)
                     load = _load()
                     with Timer() as t:
                         trainer.train()  # predicting is not timed
-                    steps = int(getattr(trainer.state, "global_step", 0) or 0) if hasattr(trainer, "state") else None
+                    state = getattr(getattr(trainer, "st_trainer", trainer), "state", None)  # setfit 1.x: its ST trainer's
+                    steps = int(getattr(state, "global_step", 0) or 0) if state is not None else None
                     proba = np.asarray(model.predict_proba(ds.test_texts, show_progress_bar=False), dtype=float)
                 classes = np.asarray(model.model_head.classes_)
                 rows.append(_row("setfit", base, "fp32", ds, n, seed, classes, proba, 0.0,
@@ -273,7 +276,8 @@ def setfit_peer(cfg: dict) -> dict:
                 _checkpoint({"rows": rows, "version": setfit.__version__})
     return {"rows": rows, "version": setfit.__version__, "torch_threads": threads,
             "settings": {"arguments": "setfit 1.2.0 TrainingArguments(num_epochs=1) defaults otherwise",
-                         "max_steps": cfg["setfit_max_steps"], "seeds": cfg["setfit_seeds"],
+                         "max_steps": cfg["setfit_max_steps"], "capped_sets": cfg["setfit_capped_sets"],
+                         "seeds": cfg["setfit_seeds"],
                          "few_seeds": cfg["setfit_few_seeds"], "costly_sets": cfg["setfit_costly_sets"]}}
 
 
