@@ -565,11 +565,12 @@ class _FoldResult:
 def _fold_job(base: SentenceTransformer, data: TrainingData, train_idx: np.ndarray, test_idx: np.ndarray,
               settings: TrainingSettings, steps: int | None, descriptions: dict[str, str] | None,
               on_step: Callable[[int, int, float], None], cancel: CancelFlag | None,
-              threads: int | None) -> _FoldResult:
-    """Tune a fresh copy of ``base`` without the fold ``test_idx`` and predict it."""
+              threads: int | None, *, copy_base: bool = True) -> _FoldResult:
+    """Tune a fresh copy of ``base`` (``base`` itself when ``copy_base`` is False) without the fold ``test_idx``
+    and predict it."""
     texts = [e.text for e in data.examples]
     part = subset(data, train_idx)
-    body = copy.deepcopy(base)
+    body = copy.deepcopy(base) if copy_base else base
     tune_body(body, part, settings.tuning(steps=steps, threads=threads), descriptions=descriptions, cancel=cancel,
               on_step=on_step, windows=settings.windows)
     fitted = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx], windows=settings.windows))
@@ -757,9 +758,10 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     # side by side: not when the user fixed the threads, nor under a time cap (the folds then repeat the final
     # tuning's step count, known only at its end)
     side_by_side = bool(folds) and settings.time_budget_s is None and settings.num_threads is None
-    # on 2 idle CPUs: the final tuning and 2 fold processes share them (3 jobs of 1 thread), which beats 1
-    # fold process working through 3 folds while the shorter final tuning waits for it
-    workers = max(1, min(1 + len(folds), usable_cpus(), int(idle_cpus() + 0.3))) if side_by_side else 1
+    # on idle CPUs every fold gets a worker process at once, started before the base embeddings and the final
+    # tuning so that their start (importing torch, reading the model: seconds) overlaps this process's work;
+    # measured on 2 cores, 2 workers for 3 folds left the third fold to start, alone, after the other two
+    side_by_side = side_by_side and min(usable_cpus(), idle_cpus() + 0.3) >= 2
     stop = threading.Event()  # set when one job fails, so the others stop at their next step
 
     def stopped() -> bool:
@@ -780,7 +782,7 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
             cv_planned = planned - final_total
         left = (time.monotonic() - tune_started) / max(done, 1) * (planned - done)
         if job == 0 or final_step < final_total:
-            alongside = f" ({len(folds)} folds for the scores alongside: step {cv_done}/{cv_planned})" if workers > 1 else ""
+            alongside = f" ({len(folds)} folds for the scores alongside: step {cv_done}/{cv_planned})" if aside else ""
             report("tuning", final_step, final_total, left,
                    f"tuning the encoder on all {n} examples, step {final_step}/{final_total}{alongside}")
         else:
@@ -788,8 +790,6 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                    f"scoring on held-out examples: {len(folds)} folds, each tuned without its fold, "
                    f"step {cv_done}/{cv_planned}")
 
-    X_base = embed_with(base, [e.text for e in everything.examples], windows=settings.windows)
-    body = copy.deepcopy(base)
     tuning_report: list[TuningReport] = []
 
     def final_job(job_threads: int | None) -> None:
@@ -804,17 +804,25 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                 for k, (train_idx, test_idx) in enumerate(folds, start=1)]
 
     tune_started = time.monotonic()
+    aside = _FoldsAside([(base_model, everything, train_idx, test_idx, settings, descriptions, k)
+                         for k, (train_idx, test_idx) in enumerate(folds, start=1)],
+                        on_step, stop, stopped) if side_by_side else None
     try:
-        if workers > 1:
-            fold_results, parallel_jobs = _beside_final(final_job, folds_here, [
-                (base_model, everything, train_idx, test_idx, settings, descriptions, k)
-                for k, (train_idx, test_idx) in enumerate(folds, start=1)], min(len(folds), workers), on_step, stop,
-                stopped)
-        else:
-            final_job(settings.num_threads)
-            fold_results, parallel_jobs = folds_here(), 1
-    except TrainingCancelled:
-        raise TrainingCancelled("training cancelled: nothing was saved") from None
+        X_base = embed_with(base, [e.text for e in everything.examples], windows=settings.windows)
+        body = copy.deepcopy(base)
+        final_job(1 if aside else settings.num_threads)
+        fold_results = aside.results() if aside else None
+        parallel_jobs = 1 + len(folds) if fold_results is not None else 1
+        if fold_results is None:  # one after another here (also when worker processes could not start)
+            fold_results = folds_here()
+    except BaseException as exc:
+        stop.set()
+        error = aside.ended() if aside else None
+        if error is not None and isinstance(exc, TrainingCancelled) and not _cancelled(cancel):
+            raise error from None  # a fold failed; the final tuning only stopped for it
+        if isinstance(exc, TrainingCancelled):
+            raise TrainingCancelled("training cancelled: nothing was saved") from None
+        raise
     if _cancelled(cancel):
         raise TrainingCancelled("training cancelled: nothing was saved")
     tune_seconds = time.monotonic() - tune_started
@@ -881,47 +889,51 @@ def _fold_in_worker(base_model: str, data: TrainingData, train_idx: np.ndarray, 
                     report: Callable[..., None]) -> _FoldResult:
     """One fold in a worker process (``processes.run_in_processes``), on a base model loaded there."""
     return _fold_job(load_base(base_model), data, train_idx, test_idx, settings, None, descriptions,
-                     lambda s, t, left: report(k, s, t, left), None, 1)
+                     lambda s, t, left: report(k, s, t, left), None, 1, copy_base=False)
 
 
-def _beside_final(final_job: Callable[[int | None], None], folds_here: Callable[[], list[_FoldResult]],
-                  fold_calls: Sequence[tuple], processes: int,
-                  on_step: Callable[[int, int, int, float], None], stop: threading.Event,
-                  stopped: Callable[[], bool]) -> tuple[list[_FoldResult], int]:
-    """The final tuning in a thread here (one torch thread) while the folds run in ``processes`` worker processes.
+class _FoldsAside:
+    """The cross-validation folds in worker processes (one each, ``processes.run_in_processes``), driven from a
+    thread of their own from the moment this is made, while the caller tunes the final model."""
 
-    Returns the folds' results and the jobs that ran at once. When worker processes cannot start, the folds
-    run here after the final tuning. The first failure stops the rest and is raised.
-    """
-    from .processes import JobsStopped, WorkersUnavailable, run_in_processes
+    def __init__(self, calls: Sequence[tuple], on_step: Callable[[int, int, int, float], None],
+                 stop: threading.Event, stopped: Callable[[], bool]) -> None:
+        self._out: list[_FoldResult] | None = None
+        self._error: BaseException | None = None
+        self._stop = stop
+        self._thread = threading.Thread(target=self._run, args=(list(calls), on_step, stopped), name="tune-folds",
+                                        daemon=True)
+        self._thread.start()
 
-    failure: list[BaseException] = []
+    def _run(self, calls: list[tuple], on_step: Callable[..., None], stopped: Callable[[], bool]) -> None:
+        from .processes import WorkersUnavailable, run_in_processes
 
-    def final() -> None:
         try:
-            final_job(1)
-        except BaseException as exc:  # raised below, in the caller's thread
-            failure.append(exc)
-            stop.set()
+            self._out = run_in_processes(_fold_in_worker, calls, workers=len(calls), on_event=on_step,
+                                         stopped=stopped)
+        except WorkersUnavailable:
+            self._out = None  # the caller runs the folds itself
+        except BaseException as exc:  # raised in the caller's thread (results / ended)
+            self._error = exc
+            self._stop.set()  # the final tuning stops at its next step
 
-    thread = threading.Thread(target=final, name="tune-final", daemon=True)
-    thread.start()
-    try:
-        results = run_in_processes(_fold_in_worker, fold_calls, workers=processes, on_event=on_step, stopped=stopped)
-    except WorkersUnavailable:
-        results = None
-    except BaseException as exc:
-        stop.set()
-        thread.join()
-        if failure and not isinstance(failure[0], TrainingCancelled):
-            raise failure[0] from None  # the final tuning failed; the folds were only ended for it
-        if isinstance(exc, JobsStopped):
-            raise TrainingCancelled("training cancelled: nothing was saved") from None
-        raise
-    thread.join()
-    if failure:
-        raise failure[0]
-    return (folds_here(), 1) if results is None else (results, processes + 1)
+    def results(self) -> list[_FoldResult] | None:
+        """The folds' results in order; None when worker processes could not run them. A fold's error is raised."""
+        self._thread.join()
+        if self._error is not None:
+            from .processes import JobsStopped
+
+            if isinstance(self._error, JobsStopped):
+                raise TrainingCancelled("training cancelled: nothing was saved")
+            raise self._error
+        return self._out
+
+    def ended(self) -> BaseException | None:
+        """Wait for the workers to end (the stop is set); a fold's own error, if one failed."""
+        self._thread.join()
+        from .processes import JobsStopped
+
+        return None if isinstance(self._error, (JobsStopped, type(None))) else self._error
 
 
 def save_tuned(tuned: TunedModel, name: str, *, directory: Path | None = None) -> ModelInfo:

@@ -384,6 +384,30 @@ def test_folds_beside_the_final_tuning_score_as_one_after_another(monkeypatch, s
     assert cv_steps, [p.message for p in seen]
 
 
+def test_cancel_with_the_folds_beside_ends_their_workers(monkeypatch, single_rows):
+    """Cancel while the folds run in worker processes: nothing is returned and no worker is left running."""
+    import subprocess
+
+    from playground import tuning
+
+    monkeypatch.setattr(tuning, "idle_cpus", lambda window_s=0.2: 2.0)
+    monkeypatch.setattr(tuning, "usable_cpus", lambda: 2)
+    flag = threading.Event()
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+        if "folds for the scores alongside: step 0/" not in p.message and "alongside" in p.message:
+            flag.set()  # a fold has reported a step from its worker: cancel now
+
+    with pytest.raises(TrainingCancelled, match="nothing was saved"):
+        tune(single_rows, settings=TrainingSettings(steps=200, use_label_names="never", cv_folds=2), progress=progress,
+             cancel=flag)
+    assert flag.is_set() and max(p.step for p in seen if p.phase == "tuning") < 200
+    workers = subprocess.run(["pgrep", "-f", "playground.processes"], capture_output=True, text=True).stdout.split()
+    assert workers == []
+
+
 def torch_equal(a, b) -> bool:
     import torch
 
