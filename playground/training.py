@@ -38,6 +38,7 @@ from .classifier import FewShotClassifier, Head, MultiLabelHead, indicator, kfol
 from .data import DataFileError, MultiLabelExample, decode_text, is_jsonl, read_examples_csv, read_multilabel_jsonl
 from .embeddings import BASE_MODELS, model_path
 from .metrics import multi_label_metrics, single_label_metrics
+from .processes import JobsStopped, WorkersUnavailable, run_in_processes
 from .store import (
     ModelInfo,
     TrainingLock,
@@ -906,8 +907,6 @@ class _FoldsAside:
         self._thread.start()
 
     def _run(self, calls: list[tuple], on_step: Callable[..., None], stopped: Callable[[], bool]) -> None:
-        from .processes import WorkersUnavailable, run_in_processes
-
         try:
             self._out = run_in_processes(_fold_in_worker, calls, workers=len(calls), on_event=on_step,
                                          stopped=stopped)
@@ -921,8 +920,6 @@ class _FoldsAside:
         """The folds' results in order; None when worker processes could not run them. A fold's error is raised."""
         self._thread.join()
         if self._error is not None:
-            from .processes import JobsStopped
-
             if isinstance(self._error, JobsStopped):
                 raise TrainingCancelled("training cancelled: nothing was saved")
             raise self._error
@@ -931,8 +928,6 @@ class _FoldsAside:
     def ended(self) -> BaseException | None:
         """Wait for the workers to end (the stop is set); a fold's own error, if one failed."""
         self._thread.join()
-        from .processes import JobsStopped
-
         return None if isinstance(self._error, (JobsStopped, type(None))) else self._error
 
 
