@@ -9,18 +9,19 @@ each job draws its own sequence from its own seed and repeats exactly; it also g
 Why not ``multiprocessing``: its ``spawn`` start imports the caller's main script again in every worker,
 so a user's script without an ``if __name__ == "__main__":`` guard would run its own code twice (and
 ``fork`` is unsafe once torch has started its threads). Here a worker is ``python -m playground.processes``:
-it reads one job from its stdin, runs it, and writes pickled frames (progress events, then the result or
-the error) to a pipe of its own; anything the job prints goes to a log that is shown if the worker dies.
+it reads one job from its stdin, runs it, and writes JSON lines (progress events, then the result or the
+error) to a pipe of its own; anything the job prints goes to a log that is shown if the worker dies.
 
-A leaf module: a job is any importable module-level function ``job(*args, report=...)``; ``report(*event)``
-reaches the caller's ``on_event``. Pickle only travels between this process and its own workers.
+A leaf module: a job is any importable module-level function ``job(*args, report=...)`` whose arguments,
+events and result are JSON values; ``report(*event)`` reaches the caller's ``on_event``. A job's error comes
+back as its type and message and is raised here as that type (JSON, not pickle: the project loads no pickle).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -58,22 +59,23 @@ class _Worker:
                                         stdout=subprocess.PIPE, stderr=self.log, env=env)
         assert self.process.stdin is not None
         with self.process.stdin:
-            pickle.dump((job.__module__, job.__qualname__, args, threads), self.process.stdin)
+            self.process.stdin.write(json.dumps({"module": job.__module__, "name": job.__qualname__, "args": list(args),
+                                                 "threads": threads}).encode("utf-8"))
         self.reader = threading.Thread(target=self._read, name=f"worker-{index}", daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         try:
-            while True:
-                kind, value = pickle.load(self.process.stdout)
-                if kind == "event":
+            for line in self.process.stdout:
+                frame = json.loads(line)
+                if frame["kind"] == "event":
                     if self.on_event is not None:
-                        self.on_event(*value)
+                        self.on_event(*frame["value"])
                 else:
-                    self.outcome = (kind, value)
+                    self.outcome = (frame["kind"], frame["value"])
                     return
-        except (EOFError, pickle.UnpicklingError, OSError):
+        except (ValueError, KeyError, OSError):
             return
 
     def done(self) -> bool:
@@ -99,8 +101,23 @@ class _Worker:
         self.log.close()
         kind, value = self.outcome
         if kind == "error":
-            raise value
+            raise _exception(value["type"], value["message"])
         return value
+
+
+def _exception(type_path: str, message: str) -> Exception:
+    """The job's error as its own type when that is an importable ``Exception`` taking a message, else a
+    ``RuntimeError`` naming it."""
+    module, _, name = type_path.rpartition(".")
+    try:
+        cls: Any = importlib.import_module(module or "builtins")
+        for part in name.split("."):
+            cls = getattr(cls, part)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(message)
+    except Exception:  # noqa: BLE001 - any failure to rebuild it: say what it was
+        pass
+    return RuntimeError(f"{name}: {message}")
 
 
 def run_in_processes(job: Callable[..., Any], calls: Sequence[tuple], *, workers: int, threads: int = 1,
@@ -138,30 +155,28 @@ def run_in_processes(job: Callable[..., Any], calls: Sequence[tuple], *, workers
 
 
 def _serve() -> int:
-    """The worker's side: one job from stdin, its frames to the pipe that was stdout."""
-    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    """The worker's side: one job from stdin, its JSON lines to the pipe that was stdout."""
+    frames = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the job's prints go to the log, not into the frames
     lock = threading.Lock()
 
     def send(kind: str, value: Any) -> None:
         with lock:
-            pickle.dump((kind, value), frames)
+            frames.write(json.dumps({"kind": kind, "value": value}) + "\n")
             frames.flush()
 
-    module, name, args, threads = pickle.load(sys.stdin.buffer)
+    call = json.loads(sys.stdin.buffer.read())
     try:
         import torch
 
-        torch.set_num_threads(threads)
-        job = importlib.import_module(module)
-        for part in name.split("."):
+        torch.set_num_threads(int(call["threads"]))
+        job: Any = importlib.import_module(call["module"])
+        for part in call["name"].split("."):
             job = getattr(job, part)
-        send("result", job(*args, report=lambda *event: send("event", event)))
+        send("result", job(*call["args"], report=lambda *event: send("event", list(event))))
     except BaseException as exc:  # sent to the caller, raised there
-        try:
-            send("error", exc)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            send("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+        kind = type(exc)
+        send("error", {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)})
     return 0
 
 

@@ -805,14 +805,16 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                 for k, (train_idx, test_idx) in enumerate(folds, start=1)]
 
     tune_started = time.monotonic()
-    aside = _FoldsAside([(base_model, everything, train_idx, test_idx, settings, descriptions, k)
+    data_json, settings_json = _data_json(everything), settings.to_dict()
+    aside = _FoldsAside([(base_model, data_json, train_idx.tolist(), test_idx.tolist(), settings_json, descriptions, k)
                          for k, (train_idx, test_idx) in enumerate(folds, start=1)],
                         on_step, stop, stopped) if side_by_side else None
     try:
         X_base = embed_with(base, [e.text for e in everything.examples], windows=settings.windows)
         body = copy.deepcopy(base)
         final_job(1 if aside else settings.num_threads)
-        fold_results = aside.results() if aside else None
+        fold_json = aside.results() if aside else None
+        fold_results = None if fold_json is None else [_fold_result(v, everything.multi_label) for v in fold_json]
         parallel_jobs = 1 + len(folds) if fold_results is not None else 1
         if fold_results is None:  # one after another here (also when worker processes could not start)
             fold_results = folds_here()
@@ -885,12 +887,30 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     return TunedModel(body, head, config, base, base_head)
 
 
-def _fold_in_worker(base_model: str, data: TrainingData, train_idx: np.ndarray, test_idx: np.ndarray,
-                    settings: TrainingSettings, descriptions: dict[str, str] | None, k: int, *,
-                    report: Callable[..., None]) -> _FoldResult:
-    """One fold in a worker process (``processes.run_in_processes``), on a base model loaded there."""
-    return _fold_job(load_base(base_model), data, train_idx, test_idx, settings, None, descriptions,
-                     lambda s, t, left: report(k, s, t, left), None, 1, copy_base=False)
+def _fold_in_worker(base_model: str, data: dict, train_idx: list[int], test_idx: list[int], settings: dict,
+                    descriptions: dict[str, str] | None, k: int, *, report: Callable[..., None]) -> dict:
+    """One fold in a worker process (``processes.run_in_processes``), on a base model loaded there; its
+    arguments and result in JSON (``_data_json`` / ``_fold_json``)."""
+    examples = [MultiLabelExample(text, tuple(label)) if data["multi_label"] else as_example((text, label))
+                for text, label in data["examples"]]
+    everything = TrainingData(examples, data["where"], data["multi_label"], data["source"], data["descriptions"])
+    result = _fold_job(load_base(base_model), everything, np.asarray(train_idx, dtype=int),
+                       np.asarray(test_idx, dtype=int), TrainingSettings.from_dict(settings), None, descriptions,
+                       lambda s, t, left: report(k, s, t, left), None, 1, copy_base=False)
+    return {"test_idx": result.test_idx.tolist(), "tuned": result.tuned.tolist(),
+            "tuned_true_p": None if result.tuned_true_p is None else result.tuned_true_p.tolist()}
+
+
+def _data_json(data: TrainingData) -> dict:
+    return {"examples": [[e.text, list(e.labels) if data.multi_label else e.label] for e in data.examples],
+            "where": list(data.where), "multi_label": data.multi_label, "source": data.source,
+            "descriptions": dict(data.descriptions)}
+
+
+def _fold_result(value: dict, multi_label: bool) -> _FoldResult:
+    return _FoldResult(np.asarray(value["test_idx"], dtype=int),
+                       np.asarray(value["tuned"], dtype=int if multi_label else object),
+                       None if value["tuned_true_p"] is None else np.asarray(value["tuned_true_p"], dtype=float))
 
 
 class _FoldsAside:
@@ -899,7 +919,7 @@ class _FoldsAside:
 
     def __init__(self, calls: Sequence[tuple], on_step: Callable[[int, int, int, float], None],
                  stop: threading.Event, stopped: Callable[[], bool]) -> None:
-        self._out: list[_FoldResult] | None = None
+        self._out: list[dict] | None = None
         self._error: BaseException | None = None
         self._stop = stop
         self._thread = threading.Thread(target=self._run, args=(list(calls), on_step, stopped), name="tune-folds",
@@ -916,8 +936,9 @@ class _FoldsAside:
             self._error = exc
             self._stop.set()  # the final tuning stops at its next step
 
-    def results(self) -> list[_FoldResult] | None:
-        """The folds' results in order; None when worker processes could not run them. A fold's error is raised."""
+    def results(self) -> list[dict] | None:
+        """The folds' results in order (``_fold_in_worker``'s JSON); None when worker processes could not run them.
+        A fold's error is raised."""
         self._thread.join()
         if self._error is not None:
             if isinstance(self._error, JobsStopped):
