@@ -756,13 +756,13 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     folds = [] if valid is not None or not settings.cv_folds else usable_folds(everything, settings.cv_folds,
                                                                                  settings.seed)
     plan = settings.tuning().resolved(base)  # type: ignore[union-attr]
-    # side by side: not when the user fixed the threads, nor under a time cap (the folds then repeat the final
-    # tuning's step count, known only at its end)
-    side_by_side = bool(folds) and settings.time_budget_s is None and settings.num_threads is None
-    # on idle CPUs every fold gets a worker process at once, started before the base embeddings and the final
-    # tuning so that their start (importing torch, reading the model: seconds) overlaps this process's work;
-    # measured on 2 cores, 2 workers for 3 folds left the third fold to start, alone, after the other two
-    side_by_side = side_by_side and min(usable_cpus(), idle_cpus() + 0.3) >= 2
+    # side by side: on 2 or more idle CPUs, and not when the user fixed the threads, nor under a time cap (the
+    # folds then repeat the final tuning's step count, known only at its end). Every fold gets a worker process
+    # at once, started before the base embeddings and the final tuning so that their start (importing torch,
+    # reading the model: seconds) overlaps this process's work; measured on 2 cores, 2 workers for 3 folds left
+    # the third fold to start, alone, after the other two
+    side_by_side = (bool(folds) and settings.time_budget_s is None and settings.num_threads is None
+                    and min(usable_cpus(), idle_cpus() + 0.3) >= 2)
     stop = threading.Event()  # set when one job fails, so the others stop at their next step
 
     def stopped() -> bool:
@@ -805,10 +805,12 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                 for k, (train_idx, test_idx) in enumerate(folds, start=1)]
 
     tune_started = time.monotonic()
-    data_json, settings_json = _data_json(everything), settings.to_dict()
-    aside = _FoldsAside([(base_model, data_json, train_idx.tolist(), test_idx.tolist(), settings_json, descriptions, k)
-                         for k, (train_idx, test_idx) in enumerate(folds, start=1)],
-                        on_step, stop, stopped) if side_by_side else None
+    aside = None
+    if side_by_side:  # the examples and settings cross to the workers as JSON, once for all folds
+        data_json, settings_json = _data_json(everything), settings.to_dict()
+        aside = _FoldsAside([(base_model, data_json, train_idx.tolist(), test_idx.tolist(), settings_json,
+                              descriptions, k) for k, (train_idx, test_idx) in enumerate(folds, start=1)],
+                            on_step, stop, stopped)
     try:
         X_base = embed_with(base, [e.text for e in everything.examples], windows=settings.windows)
         body = copy.deepcopy(base)
@@ -890,7 +892,7 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
 def _fold_in_worker(base_model: str, data: dict, train_idx: list[int], test_idx: list[int], settings: dict,
                     descriptions: dict[str, str] | None, k: int, *, report: Callable[..., None]) -> dict:
     """One fold in a worker process (``processes.run_in_processes``), on a base model loaded there; its
-    arguments and result in JSON (``_data_json`` / ``_fold_json``)."""
+    arguments and result in JSON (``_data_json`` / ``_fold_result``)."""
     examples = [MultiLabelExample(text, tuple(label)) if data["multi_label"] else as_example((text, label))
                 for text, label in data["examples"]]
     everything = TrainingData(examples, data["where"], data["multi_label"], data["source"], data["descriptions"])
