@@ -89,6 +89,9 @@ class Config:
     throughput_texts: int = 2000
     throughput_texts_large: int = 200
     throughput_models: list[str] = field(default_factory=lambda: ["small", "large"])
+    throughput_repeats: int = 3
+    """Bulk and per-call runs, alternated; their medians are reported (one run of each moved 5-10 % here
+    with the shared machine's drift), and each pair's ratio beside them."""
     training_sizes: list[list[Any]] = field(default_factory=lambda: [
         ["small", 40], ["small", 200], ["small", 1000]])
     """Large trainings take 4-5 min each here: the trained section times one (cr, N = 8) and
@@ -159,6 +162,7 @@ class Config:
             cfg.latency_models = ["small"]
             cfg.latency_calls = 20
             cfg.throughput_texts = 300
+            cfg.throughput_repeats = 1
             cfg.throughput_models = ["small"]
             cfg.training_sizes = [["small", 40]]
             cfg.trained_steps = QUICK_MAX_STEPS

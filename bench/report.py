@@ -314,7 +314,9 @@ def _per_call_cell(row: dict) -> str:
     if found is None:
         return "–"
     precision, ratio = found
-    return f"{row[f'per_call_{precision}_per_s']:.0f} {precision} ({ratio:.2f}x)"
+    pairs = row.get(f"per_call_{precision}_ratios") or []
+    spread = f"; pairs {min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) > 1 else ""
+    return f"{row[f'per_call_{precision}_per_s']:.0f} {precision} ({ratio:.2f}x{spread})"
 
 
 def _api_cell(row: dict) -> str:
@@ -866,6 +868,15 @@ def _targets(results: dict, summary: dict) -> list[str]:
                            "" if ratio <= 1.5 else "the refit is ~2 ms; the rest is the one new text's encode, "
                            "which swings with a shared CPU's load (p95 and load average in the edit table)"))
     for r in (s.get("throughput") or {}).get("rows", []):
+        if per_call_ratio(r):
+            precision, ratio = per_call_ratio(r)
+            out.append(_target(f"classify 96 inputs a call vs bulk, {r['model']} {precision} ({r['dataset']})", "≥ 0.90x",
+                               f"{ratio:.2f}x", ratio >= 0.90))
+            api = r.get("api_per_s")
+            if isinstance(api, (int, float)):
+                api_ratio = api / r[f"bulk_{precision}_per_s"]
+                out.append(_target(f"/v1/classify, 96 inputs a request, vs bulk, {r['model']} ({r['dataset']})", "≥ 0.90x",
+                                   f"{api_ratio:.2f}x", api_ratio >= 0.90))
         if r["model"] != "small":
             continue
         bulk = r.get("bulk_bf16_per_s") or r["bulk_fp32_per_s"]
@@ -875,11 +886,6 @@ def _targets(results: dict, summary: dict) -> list[str]:
         if r.get("overhead") is not None:
             out.append(_target(f"overhead over raw encode, fp32 ({r['dataset']})", "≤ 10 %", f"{r['overhead'] * 100:.1f} %",
                                r["overhead"] <= 0.10))
-        if per_call_ratio(r):
-            precision, ratio = per_call_ratio(r)
-            out.append(_target(f"classify 96 inputs a call vs bulk, {precision} ({r['dataset']})", "≥ 0.90x",
-                               f"{ratio:.2f}x", ratio >= 0.90, "" if ratio >= 0.90 else
-                               "96 texts sort into coarser length groups than a bulk chunk's 1,000"))
         if r.get("speedup_bulk_bf16_vs_raw_fp32"):
             sp = r["speedup_bulk_bf16_vs_raw_fp32"]
             out.append(_target(f"bulk (auto) vs raw fp32 encode ({r['dataset']})", "≥ 1.8x", f"{sp:.2f}x", sp >= 1.8,

@@ -29,6 +29,12 @@ def supports(config: Mapping) -> bool:
             and config.get("hidden_size", 0) % max(config.get("num_attention_heads", 1), 1) == 0)
 
 
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    return torch.cat(tensors, dim=0)
+
+
 class BertEncoder:
     """``BertModel(...).last_hidden_state`` from a ``config.json`` and its state dict (inference only).
 
@@ -48,6 +54,10 @@ class BertEncoder:
         if missing:
             raise ValueError(f"BERT weights missing: {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
         self.weights = {name: weights[name] for name in self.expected_weights()}
+        for i in range(self.layers):  # query, key and value in one projection: one matrix product instead of three
+            parts = [f"encoder.layer.{i}.attention.self.{part}" for part in ("query", "key", "value")]
+            for kind in ("weight", "bias"):
+                self.weights[f"encoder.layer.{i}.attention.self.qkv.{kind}"] = _concat([self.weights.pop(f"{p}.{kind}") for p in parts])
 
     def expected_weights(self) -> list[str]:
         names = [f"embeddings.{part}" for part in ("word_embeddings.weight", "position_embeddings.weight",
@@ -74,6 +84,13 @@ class BertEncoder:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden state ``(rows, tokens, hidden_size)``; zeros where ``attention_mask`` is 0.
+
+        Padding costs nothing here. Every step but the attention (the projections, the feed-forward,
+        the norms: 80-85 % of the time) runs on the real tokens alone, packed into one ``(tokens,
+        hidden_size)`` matrix; the attention runs on groups of rows of like length (``attention_groups``),
+        each padded only to its own longest.
+        """
         import torch  # heavy: only once there is a model to run (this module is imported with the package)
         from torch.nn import functional as F
 
@@ -81,23 +98,59 @@ class BertEncoder:
         rows, length = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(length, device=input_ids.device)
-        x = (F.embedding(input_ids, w["embeddings.word_embeddings.weight"])
-             + F.embedding(token_type_ids, w["embeddings.token_type_embeddings.weight"])
-             + F.embedding(positions, w["embeddings.position_embeddings.weight"])[None])
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)  # the real tokens' places in the padded grid
+        positions = torch.arange(length, device=input_ids.device).repeat(rows)[real]
+        x = (F.embedding(input_ids.reshape(-1)[real], w["embeddings.word_embeddings.weight"])
+             + F.embedding(token_type_ids.reshape(-1)[real], w["embeddings.token_type_embeddings.weight"])
+             + F.embedding(positions, w["embeddings.position_embeddings.weight"]))
         x = self._norm(x, "embeddings.LayerNorm")
-        keep = attention_mask.bool()[:, None, None, :]  # every query may attend to the real tokens only
+        groups = attention_groups(attention_mask.sum(1))
         head_size = self.hidden_size // self.heads
+        qkv = x.new_zeros(len(x) + 1, 3 * self.hidden_size)
         for i in range(self.layers):
             layer = f"encoder.layer.{i}"
-
-            def split(t: torch.Tensor) -> torch.Tensor:
-                return t.view(rows, length, self.heads, head_size).transpose(1, 2)
-
-            q, k, v = (split(self._linear(x, f"{layer}.attention.self.{part}")) for part in ("query", "key", "value"))
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1 / math.sqrt(head_size))
-            context = context.transpose(1, 2).reshape(rows, length, self.hidden_size)
+            torch.addmm(w[f"{layer}.attention.self.qkv.bias"], x, w[f"{layer}.attention.self.qkv.weight"].t(),
+                        out=qkv[:-1])  # the last row stays zero: where ``place`` points for padding
+            context = torch.empty_like(x)
+            for place, keep, filled in groups:  # place: (rows, longest) rows into qkv, the zero row where padded
+                group_rows, longest = place.shape
+                q, k, v = qkv[place].view(group_rows, longest, 3, self.heads, head_size).permute(2, 0, 3, 1, 4)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1 / math.sqrt(head_size))
+                context[place[filled]] = out.transpose(1, 2).reshape(-1, self.hidden_size)[filled.reshape(-1)]
             x = self._norm(self._linear(context, f"{layer}.attention.output.dense") + x, f"{layer}.attention.output.LayerNorm")
             inner = F.gelu(self._linear(x, f"{layer}.intermediate.dense"))
             x = self._norm(self._linear(inner, f"{layer}.output.dense") + x, f"{layer}.output.LayerNorm")
-        return x
+        out = x.new_zeros(rows * length, self.hidden_size)
+        out[real] = x
+        return out.view(rows, length, self.hidden_size)
+
+
+ATTENTION_GROUP_OVERHEAD = 16
+"""What one more attention call costs, in padded tokens: the price of splitting a group in two."""
+
+
+def attention_groups(lengths: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    """Rows of like length for the attention, as ``(place, keep, filled)`` per group.
+
+    ``place`` is ``(rows, longest)``: each token's row in the packed real tokens (rows in the input's
+    order, tokens in order), the index one past the last real token where the row is padded;
+    ``keep`` the attention mask ``(rows, 1, 1, longest)`` (``None`` when no row is padded); ``filled``
+    where ``place`` is a real token.
+    """
+    import torch
+
+    from .batching import length_batches
+
+    starts = torch.cumsum(lengths, 0) - lengths
+    total = int(lengths.sum())
+    groups = []
+    for rows in length_batches(lengths.tolist(), max_rows=len(lengths), max_tokens=2**62,
+                               overhead=ATTENTION_GROUP_OVERHEAD):
+        rows = torch.from_numpy(rows)
+        longest = int(lengths[rows].max())
+        offsets = torch.arange(longest)
+        filled = offsets[None, :] < lengths[rows][:, None]
+        place = torch.where(filled, starts[rows][:, None] + offsets[None, :], total)
+        keep = None if bool(filled.all()) else filled[:, None, None, :]  # no mask: the attention's faster path
+        groups.append((place, keep, filled))
+    return groups

@@ -26,7 +26,7 @@ import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
 from . import bert
-from .batching import pooled_embeddings, token_vectors
+from .batching import PACKED, PADDED, pooled_embeddings, token_vectors
 from .onnx_int8 import OnnxBody, load_int8_body
 from .windows import Reading, combine_windows, max_windows_setting, token_offsets, window_spans
 
@@ -228,6 +228,7 @@ class TorchBody:
         self.tokenizer = AutoTokenizer.from_pretrained(str(body), local_files_only=True)
         self.max_seq_length = int(max_seq_length or self.tokenizer.model_max_length)
         self.dimension = int(json.loads((body / "config.json").read_text())["hidden_size"])
+        self.budget = PACKED if isinstance(self.model, bert.BertEncoder) else PADDED
 
     def hidden(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The last hidden state of one padded batch (``batching.pad_rows``) as float32 ``(rows, tokens, dimension)``."""

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import READY_MARK, cache_dir, publish_folder
-from .batching import encoding_of, pooled_embeddings
+from .batching import PADDED, encoding_of, pooled_embeddings
 
 INT8_DIR = "int8"
 ONNX_NAME = "model.onnx"
@@ -133,6 +133,7 @@ class OnnxBody:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR), local_files_only=True)
         self.max_seq_length = int(self.meta["max_seq_length"])
         self.dimension = int(self.meta["dimension"])
+        self.budget = PADDED  # ONNX Runtime computes every padded token
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def hidden(self, features: dict[str, np.ndarray]) -> np.ndarray:
