@@ -323,7 +323,9 @@ def _api_cell(row: dict) -> str:
     api, found = row.get("api_per_s"), per_call_ratio(row)
     if not isinstance(api, (int, float)) or found is None:
         return str(api or "–")[:40]
-    return f"{api:.0f} ({api / row[f'bulk_{found[0]}_per_s']:.2f}x)"
+    runs = [r for r in row.get("api_runs_per_s") or [] if isinstance(r, (int, float))]
+    spread = f"; runs {min(runs):.0f}-{max(runs):.0f}" if len(runs) > 1 else ""
+    return f"{api:.0f} ({api / row[f'bulk_{found[0]}_per_s']:.2f}x{spread})"
 
 
 def throughput_plot(rows: list[dict], path: Path) -> bool:
@@ -742,7 +744,10 @@ def write_report(results: dict, out: Path) -> None:
               "*speed-up* = bulk at bf16 (the `auto` default here) / raw fp32 encode; *per call* = `classify` called "
               "with 96 inputs at a time (Cohere's limit: what `/v1/classify` and the SDK send), same texts, same "
               "process, at the default precision, and its ratio to bulk; *API* = `/v1/classify` in a loop of 96-input "
-              "requests over the same texts (`bench/http_load.py --texts-file`, the server in its own process).", "",
+              "requests over the same texts (`bench/http_load.py --texts-file`, the server in its own process). "
+              "Bulk and per call run alternately `throughput_repeats` times (3) and the API as many times, each with a "
+              "fresh server: medians are shown, and the per-call ratio of each bulk / per-call pair (*pairs*), "
+              "because one run of either moved 5-20 % with this shared machine's drift.", "",
               "| set | model | texts (mean chars) | raw fp32 /s | raw bf16 /s | bulk fp32 /s | bulk bf16 /s | "
               "overhead | speed-up | per call /s (vs bulk) | API /s (vs bulk) | load |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]

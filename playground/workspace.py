@@ -247,10 +247,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def restore_pool(state: PoolState, texts: Sequence[str], *, precision: str = "auto",
+def restore_pool(state: PoolState, texts: Sequence[str], *, precision: str = "auto", truncate: str = "END",
                  progress: Callable[[PoolProgress], None] | None = None) -> LabelPool:
-    """The pool embedded again from its texts, with the decided texts taken out as they were."""
-    pool = LabelPool(texts, state.model, precision=precision, progress=progress)
+    """The pool embedded again from its texts (long ones read as ``truncate`` says), with the decided texts
+    taken out as they were."""
+    pool = LabelPool(texts, state.model, precision=precision, truncate=truncate, progress=progress)
     pool.left[list(state.taken)] = False
     pool.rounds = state.rounds
     return pool

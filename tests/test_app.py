@@ -169,3 +169,29 @@ def test_long_inputs_are_read_in_windows_and_the_page_says_how():
     assert len(notes) == 2 and all("read in 2 windows" in n for n in notes)
     results = at.session_state.classify_results
     assert [r.prediction for r in results[:2]] == list(LONG_TICKETS.values())
+
+
+def test_evaluate_reads_long_examples_as_the_truncate_setting_says():
+    import pandas as pd
+
+    from fixtures.long_documents import LONG_EXAMPLES, OPENING
+    from playground.evaluate import evaluate
+
+    long_examples = [(OPENING + text, label) for text, label in LONG_EXAMPLES]  # the label only past the window
+    at = run_app()
+    grid = pd.DataFrame({"text": [t for t, _ in long_examples], "label": [l for _, l in long_examples],
+                         "description": [None] * len(long_examples)}, dtype="string")
+    at.session_state.classify_examples = grid
+    at.session_state.classify_current = grid
+    at.session_state.classify_editor_version += 1
+    at.selectbox(key="classify_truncate").set_value("END").run()
+    button(at, "Evaluate").click().run()
+    _, cut = at.session_state.evaluate_report
+    at.selectbox(key="classify_truncate").set_value("WINDOWS").run()
+    assert any("reading of long texts changed" in i.value for i in at.info)
+    button(at, "Evaluate").click().run()
+    assert not at.exception and not at.error
+    _, windows = at.session_state.evaluate_report
+    assert windows.accuracy == evaluate(long_examples, "small", truncate="WINDOWS").accuracy
+    assert cut.accuracy == evaluate(long_examples, "small", truncate="END").accuracy
+    assert windows.accuracy > cut.accuracy  # END reads the same opening for every example

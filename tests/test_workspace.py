@@ -374,6 +374,8 @@ def test_a_pool_and_its_decisions_round_trip(workspaces_folder, small_encoder):
     again = restore_pool(opened.workspace.pool, opened.pool_texts)
     assert again.remaining == 4 and list(again.left) == list(pool.left)
     assert again.vectors == pytest.approx(pool.vectors, abs=1e-5)
+    assert again.truncate == "END" and restore_pool(opened.workspace.pool, opened.pool_texts,
+                                                    truncate="WINDOWS").truncate == "WINDOWS"
     # the pool file is written once; a new pool replaces it
     save_workspace("labelling", edited(pool=state), pool_texts=pool.texts)
     other = pool_state(pool, source="other.txt", pool_id="fedcba9876543210")

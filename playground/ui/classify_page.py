@@ -264,7 +264,8 @@ def choose_unknown(examples: list[Example], model: str, precision: str) -> None:
     """Set the threshold from the examples' out-of-fold predictions; say what it costs in coverage."""
     target = st.session_state.get("classify_unknown_target", DEFAULT_TARGET_PRECISION)
     try:
-        choice = choose_threshold(examples, model, target_precision=target, precision=precision)
+        choice = choose_threshold(examples, model, target_precision=target, precision=precision,
+                                  truncate=st.session_state.get("classify_truncate", "END"))
     except (ValidationError, LookupError) as exc:
         st.session_state.classify_unknown_choice = ("error", problem_list("Could not choose a threshold:",
                                                                           problems_of(exc)))
@@ -520,7 +521,8 @@ if custom is None:
 
 if custom is None:
     render_label_next(examples, model, precision, grid_error is None and bool(examples),
-                      lambda grown: set_examples(grown, descriptions))  # the grid grows, its descriptions stay
+                      lambda grown: set_examples(grown, descriptions),  # the grid grows, its descriptions stay
+                      truncate=truncate)
 
 if st.session_state.classify_results:
     st.subheader("Results")
@@ -531,7 +533,7 @@ if st.session_state.classify_results:
 if "classify_server_url" not in st.session_state:
     st.session_state.classify_server_url = export.DEFAULT_SERVER_URL
 if custom is None:
-    render_evaluate(examples, model)
+    render_evaluate(examples, model, truncate=truncate)
 show_export(inputs, examples if custom is None else None, model, label_names=label_names and custom is None,
             descriptions=descriptions, unknown_below=unknown_below)
 save_state()

@@ -19,8 +19,8 @@ from playground.ui.widgets import show_confusion_heatmap, show_problems, show_re
 from playground.validation import Example, ValidationError
 
 
-def _key(examples: Sequence[Example], model: str) -> tuple:
-    return (model, tuple((ex.text, ex.label) for ex in examples))
+def _key(examples: Sequence[Example], model: str, truncate: str) -> tuple:
+    return (model, truncate, tuple((ex.text, ex.label) for ex in examples))
 
 
 def per_label_frame(report: EvaluationReport) -> pd.DataFrame:
@@ -87,18 +87,19 @@ def show_report(report: EvaluationReport) -> None:
     st.caption(f"Evaluated in {report.seconds:.1f}s.")
 
 
-def render_evaluate(examples: Sequence[Example], model: str) -> None:
-    """An "Evaluate examples" expander: a button, then the cross-validation report."""
+def render_evaluate(examples: Sequence[Example], model: str, *, truncate: str = "END") -> None:
+    """An "Evaluate examples" expander: a button, then the cross-validation report (long examples read as
+    ``truncate`` says, as Classify reads them)."""
     st.session_state.bulk_classify_model = model  # the Bulk page's default; widget keys vanish on page change
     with st.expander("Evaluate examples", expanded=st.session_state.get("evaluate_report") is not None):
         st.caption("How well do these examples teach the model? Each example is classified by a model "
                    "fitted on all the others.")
-        key = _key(examples, model)
+        key = _key(examples, model, truncate)
         if st.button("Evaluate", key="evaluate_run"):
             spinner = "Evaluating…" if is_loaded(model) else f"Loading the {model} model (first use only)…"
             try:
                 with st.spinner(spinner):
-                    st.session_state.evaluate_report = (key, evaluate(list(examples), model))
+                    st.session_state.evaluate_report = (key, evaluate(list(examples), model, truncate=truncate))
             except (ValidationError, ModelNotFoundError) as exc:
                 st.session_state.evaluate_report = None
                 show_problems("Could not evaluate:", exc)
@@ -106,5 +107,6 @@ def render_evaluate(examples: Sequence[Example], model: str) -> None:
         if stored:
             made_for, report = stored
             if made_for != key:
-                st.info("The examples or the model changed since this report: press **Evaluate** again.")
+                st.info("The examples, the model or the reading of long texts changed since this report: "
+                        "press **Evaluate** again.")
             show_report(report)

@@ -76,7 +76,7 @@ def _suggest(pool: LabelPool, examples: list[Example]) -> None:
         st.session_state.label_notice = ("info", "The pool is empty: every text was labelled or skipped.")
 
 
-def _restore(state, texts, *, precision: str) -> LabelPool | None:
+def _restore(state, texts, *, precision: str, truncate: str) -> LabelPool | None:
     """The workspace's pool, embedded again on request (it can take minutes for a big pool)."""
     decided = len(state.taken)
     st.info(f"This workspace has the pool **{state.source}**: {state.n_texts - decided:,} of {state.n_texts:,} texts "
@@ -85,7 +85,7 @@ def _restore(state, texts, *, precision: str) -> LabelPool | None:
         return None
     bar = st.progress(0.0, text="Embedding…")
     try:
-        pool = restore_pool(state, texts, precision=precision, progress=_progress(bar))
+        pool = restore_pool(state, texts, precision=precision, truncate=truncate, progress=_progress(bar))
     except (ValidationError, ModelNotFoundError) as exc:
         st.error(problem_list(f"The pool **{state.source}** could not be embedded again:", problems_of(exc)))
         return None
@@ -97,7 +97,7 @@ def _restore(state, texts, *, precision: str) -> LabelPool | None:
 
 
 def render_label_next(examples: list[Example], model: str, precision: str, grid_ok: bool,
-                      set_examples: Callable[[list[Example]], None]) -> None:
+                      set_examples: Callable[[list[Example]], None], *, truncate: str = "END") -> None:
     _init()
     pool: LabelPool | None = st.session_state.label_pool
     restore = st.session_state.get("label_restore")  # (PoolState, texts) of the workspace, not embedded yet
@@ -114,7 +114,7 @@ def render_label_next(examples: list[Example], model: str, precision: str, grid_
             bar = st.progress(0.0, text="Reading…")
             try:
                 pool_file = read_pool(upload.getvalue(), name=upload.name, progress=_progress(bar))
-                pool = LabelPool(pool_file.texts, model, precision=precision, progress=_progress(bar))
+                pool = LabelPool(pool_file.texts, model, precision=precision, truncate=truncate, progress=_progress(bar))
             except (ValidationError, ModelNotFoundError) as exc:
                 st.session_state.label_notice = ("error", problem_list(
                     f"**{upload.name}** was not loaded; the pool is unchanged.", problems_of(exc)))
@@ -127,7 +127,7 @@ def render_label_next(examples: list[Example], model: str, precision: str, grid_
             bar.empty()
         show_notice(st.session_state.label_notice)
         if pool is None and restore is not None:
-            pool = _restore(*restore, precision=precision)
+            pool = _restore(*restore, precision=precision, truncate=truncate)
         if pool is None:
             return
         if pool.model != model:
