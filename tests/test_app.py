@@ -174,10 +174,9 @@ def test_long_inputs_are_read_in_windows_and_the_page_says_how():
 def test_evaluate_reads_long_examples_as_the_truncate_setting_says():
     import pandas as pd
 
-    from fixtures.long_documents import LONG_EXAMPLES, OPENING
+    from fixtures.long_documents import LONG_LABELLED as long_examples  # the label only past the window
     from playground.evaluate import evaluate
 
-    long_examples = [(OPENING + text, label) for text, label in LONG_EXAMPLES]  # the label only past the window
     at = run_app()
     grid = pd.DataFrame({"text": [t for t, _ in long_examples], "label": [l for _, l in long_examples],
                          "description": [None] * len(long_examples)}, dtype="string")
