@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .batching import length_batches
+
 if TYPE_CHECKING:
     import torch
 
@@ -138,8 +140,6 @@ def attention_groups(lengths: torch.Tensor) -> list[tuple[torch.Tensor, torch.Te
     where ``place`` is a real token.
     """
     import torch
-
-    from .batching import length_batches
 
     starts = torch.cumsum(lengths, 0) - lengths
     total = int(lengths.sum())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from playground.data import read_examples_csv
 from playground.embeddings import BASE_MODELS
@@ -34,8 +35,15 @@ def rows_of(examples) -> list[tuple[str, str]]:
 
 def choose_preset(page: Page, title: str) -> None:
     expander = open_expander(page, "Presets and CSV upload")
-    expander.get_by_test_id("stSelectbox").click()
-    page.get_by_role("option", name=title, exact=True).click()
+    option = page.get_by_role("option", name=title, exact=True)
+    for _ in range(3):  # a rerun that lands just after the click redraws the box and closes its list: open it again
+        expander.get_by_test_id("stSelectbox").click()
+        try:
+            option.wait_for(state="visible", timeout=10_000)
+            break
+        except PlaywrightTimeoutError:
+            wait_for_app(page)
+    option.click()
     wait_for_app(page)
 
 
