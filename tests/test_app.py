@@ -18,6 +18,18 @@ def run_app() -> AppTest:
 def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
+def app_with_grid(examples: list[tuple[str, str]]) -> AppTest:
+    """The page with ``examples`` in its grid, as the grid editor would leave them (AppTest cannot drive it)."""
+    import pandas as pd
+
+    at = run_app()
+    grid = pd.DataFrame({"text": [t for t, _ in examples], "label": [l for _, l in examples],
+                         "description": [None] * len(examples)}, dtype="string")
+    at.session_state.classify_examples = grid
+    at.session_state.classify_current = grid
+    at.session_state.classify_editor_version += 1
+    return at
+
 
 def test_page_opens_with_the_seed_preset_and_classifies():
     at = run_app()
@@ -145,16 +157,9 @@ def test_why_tints_each_word_and_lists_the_nearest_examples():
 
 
 def test_long_inputs_are_read_in_windows_and_the_page_says_how():
-    import pandas as pd
-
     from fixtures.long_documents import LONG_EXAMPLES, LONG_TICKETS
 
-    at = run_app()
-    grid = pd.DataFrame({"text": [t for t, _ in LONG_EXAMPLES], "label": [l for _, l in LONG_EXAMPLES],
-                         "description": [None] * len(LONG_EXAMPLES)}, dtype="string")
-    at.session_state.classify_examples = grid
-    at.session_state.classify_current = grid
-    at.session_state.classify_editor_version += 1
+    at = app_with_grid(LONG_EXAMPLES)
     assert at.selectbox(key="classify_truncate").value == "WINDOWS"  # the page's default (the API's is END)
     at.text_area(key="classify_inputs").set_value("\n".join([*LONG_TICKETS, "where is my parcel?"])).run()
     at.selectbox(key="classify_truncate").set_value("END").run()
@@ -172,17 +177,10 @@ def test_long_inputs_are_read_in_windows_and_the_page_says_how():
 
 
 def test_evaluate_reads_long_examples_as_the_truncate_setting_says():
-    import pandas as pd
-
     from fixtures.long_documents import LONG_LABELLED as long_examples  # the label only past the window
     from playground.evaluate import evaluate
 
-    at = run_app()
-    grid = pd.DataFrame({"text": [t for t, _ in long_examples], "label": [l for _, l in long_examples],
-                         "description": [None] * len(long_examples)}, dtype="string")
-    at.session_state.classify_examples = grid
-    at.session_state.classify_current = grid
-    at.session_state.classify_editor_version += 1
+    at = app_with_grid(long_examples)
     at.selectbox(key="classify_truncate").set_value("END").run()
     button(at, "Evaluate").click().run()
     _, cut = at.session_state.evaluate_report
