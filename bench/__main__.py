@@ -6,12 +6,14 @@
         --models large --datasets cr,sst2 --json /tmp/large.json --out /tmp/large.md   # tuned + setfit rows, a shard
     python -m bench --merge /tmp/large.json /tmp/small.json --why "..."  # shards into bench/results.json + the report
     python -m bench --data DIR --out FILE.md --json FILE.json --skip http,setfit
-    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit \
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,explain,long,long_tuned \
         --out /tmp/B.md --json bench/results-active.json   # only the label-next simulation (docs/LABEL_NEXT.md)
-    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active \
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active,long,long_tuned \
         --json /tmp/explain.json --out /tmp/explain.md     # only the explanations' deletion test and cost
-    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active,explain \
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active,explain,long_tuned \
         --json /tmp/long.json --out /tmp/long.md           # only long texts: END vs WINDOWS (issue #27)
+    python -m bench --skip accuracy,latency,coldstart,throughput,http,trained,training_time,multilabel,setfit,active,explain,long \
+        --long-models small --json /tmp/lt.json --out /tmp/lt.md  # only tuning on long texts: END vs WINDOWS (about an hour)
 
 Each section runs in its own Python process (its peak RSS is then its own) and is saved to the
 JSON as soon as it ends, so a failed or slow section costs only itself.
@@ -30,7 +32,7 @@ from .common import ROOT, Config, machine, run_python, write_json
 from .report import write_report
 
 SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
-                 "setfit", "active", "explain", "long")
+                 "setfit", "active", "explain", "long", "long_tuned")
 """Cheap sections first, model training next: a run cut short still has the serving numbers. The label-next
 simulation (10-20 min on 2 shared cores) and the explanations' deletion test (issue #26, 3-5 min) come last,
 so they never push an older section out of the budget."""
@@ -65,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                      "(default: small)")
     p.add_argument("--long-seeds", default="", help="comma-separated seeds of the long-texts section (default 0-4)")
     p.add_argument("--long-ns", default="", help="comma-separated N per label of the long-texts section (default 8,64)")
+    p.add_argument("--long-tuned-modes", default="", help="long_texts the long_tuned section tunes with (default "
+                                                          "END,WINDOWS; END alone still reads its tuned model both ways)")
     p.add_argument("--long-test-cap", type=int, default=None, help="test rows per long set (default 300)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
     p.add_argument("--budget-minutes", type=float, default=None,
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.long_seeds = [int(x) for x in args.long_seeds.split(",")]
     if args.long_ns:
         cfg.long_ns = [int(x) for x in args.long_ns.split(",")]
+    if args.long_tuned_modes:
+        cfg.long_tuned_modes = [m.strip() for m in args.long_tuned_modes.split(",") if m.strip()]
     if args.long_test_cap:
         cfg.long_test_cap = args.long_test_cap
     if args.alphas:

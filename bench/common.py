@@ -31,7 +31,7 @@ MULTI_LABEL_SET = "goemotions"
 ECE_BINS = 15
 QUICK_MAX_STEPS = 10
 """--quick times one small training with a quarter of the default steps: the harness, not the figure."""
-FULL_ONLY = ("trained", "setfit", "multilabel")
+FULL_ONLY = ("trained", "setfit", "multilabel", "long_tuned")
 """Sections that train models (minutes each): left out of --quick, which times one training instead."""
 
 
@@ -119,6 +119,8 @@ class Config:
     """--long-models small,large adds large (about 5x the time; with --long-seeds 0,1 on this machine)."""
     long_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     long_ns: list[int] = field(default_factory=lambda: [8, 64])
+    long_tuned_modes: list[str] = field(default_factory=lambda: ["END", "WINDOWS"])
+    """Issue #27: tuning with long examples cut (END) and on all their windows (WINDOWS), ``long_tuned``."""
     http_seconds: float = 20.0
     http_clients: int = 4
     skip: list[str] = field(default_factory=list)

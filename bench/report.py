@@ -584,6 +584,70 @@ def long_report(section: dict) -> tuple[list[str], dict]:
     return L, {"accuracy": summary, "speed": section.get("speed", [])}
 
 
+LONG_TUNED_ARMS = ("untuned/END", "untuned/WINDOWS", "tuned/END", "tuned/WINDOWS-read", "tuned/WINDOWS")
+UNTUNED_OF = {"tuned/END": "untuned/END", "tuned/WINDOWS-read": "untuned/WINDOWS", "tuned/WINDOWS": "untuned/WINDOWS"}
+
+
+def long_tuned_summary(section: dict) -> dict[str, Any]:
+    """Per model, set and N: each arm's mean and worst-seed accuracy (points), the worst seed of each tuned arm
+    against its own untuned row, and the mean tuning seconds."""
+    groups: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in section.get("rows", []):
+        groups.setdefault((r["model"], r["dataset"], str(r["n"])), {}).setdefault(r["method"], {})[r["seed"]] = r
+    out: dict[str, Any] = {}
+    for (model, dataset, n), arms in groups.items():
+        cell: dict[str, Any] = {}
+        for arm, by_seed in arms.items():
+            acc = [100 * r["accuracy"] for r in by_seed.values()]
+            cell[arm] = {"mean": round(float(np.mean(acc)), 2), "worst": round(float(np.min(acc)), 2),
+                         "seeds": len(acc), "test_rows": next(iter(by_seed.values()))["n_test"]}
+            if arm.startswith("tuned/"):
+                untuned = arms.get(UNTUNED_OF[arm], {})
+                pairs = [100 * (r["accuracy"] - untuned[s]["accuracy"]) for s, r in by_seed.items() if s in untuned]
+                cell[arm]["worst_vs_untuned"] = round(float(min(pairs)), 2) if pairs else None
+                cell[arm]["tune_seconds_mean"] = round(float(np.mean([r["tune_seconds"] for r in by_seed.values()])), 1)
+                cell[arm]["training_texts_mean"] = round(float(np.mean([r["training_texts"]
+                                                                         for r in by_seed.values()])), 1)
+        out.setdefault(model, {}).setdefault(dataset, {})[n] = cell
+    return out
+
+
+def long_tuned_report(section: dict) -> tuple[list[str], dict]:
+    """Tuning on long examples cut (END) against tuning on all their windows (WINDOWS)."""
+    summary = long_tuned_summary(section)
+    L = ["The product's `training.tune` (the recipe, `cv_folds=0`, `keep=\"tuned\"`: the tuned model scored whatever "
+         "the guard would keep) twice on each sample: `long_texts=\"END\"` (an example cut at the tuning window) and "
+         "`\"WINDOWS\"` (every window of a long example a training text, the head and the test rows read as "
+         "`truncate=\"WINDOWS\"`). *tuned/WINDOWS-read*: the END-tuned encoder, its head and the test rows read in "
+         "windows. *untuned*: that run's untuned head, test rows read the same way. Accuracy mean / "
+         "worst seed (points); *worst vs untuned*: the worst seed's tuned minus its own untuned; *s*: mean seconds "
+         "of `tune`; *texts*: mean training texts (windows counted). Load average "
+         f"{section.get('load_average_start')} at the start, {section.get('load_average_end')} at the end; torch "
+         f"threads {section.get('torch_threads')}.", "",
+         "| model | set | N | seeds | test rows | " + " | ".join(LONG_TUNED_ARMS)
+         + " | tuned WINDOWS − tuned END | worst vs untuned (END / WINDOWS-read / WINDOWS) | s (END / WINDOWS) | "
+         "texts (END / WINDOWS) |",
+         "|---|---|---|---|---|" + "---|" * (len(LONG_TUNED_ARMS) + 4)]
+    for model, by_set in summary.items():
+        for dataset, by_n in by_set.items():
+            for n, arms in by_n.items():
+                cells = [f"{arms[a]['mean']:.1f} / {arms[a]['worst']:.1f}" if a in arms else "–" for a in LONG_TUNED_ARMS]
+                te, tr, tw = arms.get("tuned/END"), arms.get("tuned/WINDOWS-read"), arms.get("tuned/WINDOWS")
+                gain = f"{tw['mean'] - te['mean']:+.1f}" if te and tw else "–"
+
+                def both(key: str, fmt: str, which: tuple = (te, tw)) -> str:
+                    return " / ".join(format(a[key], fmt) if a and a.get(key) is not None else "–" for a in which)
+
+                first = next(iter(arms.values()))
+                L.append(f"| {model} | {dataset} | {n} | {first['seeds']} | {first['test_rows']} | " + " | ".join(cells)
+                         + f" | {gain} | {both('worst_vs_untuned', '+.1f', (te, tr, tw))} | {both('tune_seconds_mean', '.1f')} | "
+                           f"{both('training_texts_mean', '.0f')} |")
+    L.append("")
+    if section.get("note"):
+        L += [section["note"], ""]
+    return L, summary
+
+
 def _section_note(name: str, section: dict | None) -> list[str]:
     status = _status(section)
     return [] if status == "ok" else [f"*{name}: {status}*", ""]
@@ -790,7 +854,8 @@ def write_report(results: dict, out: Path) -> None:
 
     # Sections newer than some records (those records have no such section: no heading then)
     for name, heading, report in (("explain", "Explanations: do the highlighted words matter? (issue #26)", explain_report),
-                                  ("long", "Long texts: truncate END vs WINDOWS (issue #27)", long_report)):
+                                  ("long", "Long texts: truncate END vs WINDOWS (issue #27)", long_report),
+                                  ("long_tuned", "Long texts, tuned: END vs WINDOWS (issue #27)", long_tuned_report)):
         section = s.get(name) or {}
         if section:
             L += [f"## {heading}", ""] + _section_note(name, section)

@@ -179,14 +179,6 @@ def accuracy(cfg: dict) -> dict:
 # Trained custom models (playground.training's SetFit-style tuning + the product's head)
 
 
-def _training_data(texts: list[str], labels: list[str]):
-    from playground.training import TrainingData
-    from playground.validation import Example
-
-    return TrainingData([Example(t, l) for t, l in zip(texts, labels)], [f"examples[{i}]" for i in range(len(texts))],
-                        False)
-
-
 def _settings(cfg: dict):
     from playground.training import TrainingSettings
 
@@ -872,6 +864,27 @@ def long_texts(cfg: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # HTTP: bench/http_load.py (4 clients, 20 s on 127.0.0.1)
+
+
+@section("long_tuned")
+def long_tuned(cfg: dict) -> dict:
+    """Tuning on long examples cut (END) against tuning on all their windows (WINDOWS), with the untuned rows
+    read the same two ways, every model, set, N and seed of the long-texts section (``bench.tuned_eval``)."""
+    import torch
+
+    from .tuned_eval import long_tuned_rows
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    test_cap = min(cfg["trained_long_test_cap"], cfg.get("long_test_cap", cfg["test_cap"]))  # each tuned model reads them
+    rows: list[dict] = []
+    for model in cfg.get("long_models", ["small"]):
+        for name in cfg["long_datasets"]:
+            ds = load_single_label(cfg["data"], name, test_cap)
+            long_tuned_rows(model, ds, cfg.get("long_seeds", cfg["seeds"]), cfg.get("long_ns", cfg["ns"]),
+                            steps=cfg.get("trained_steps"), modes=cfg.get("long_tuned_modes", ["END", "WINDOWS"]),
+                            on_row=lambda r: (rows.append(r), _checkpoint({"rows": rows})))
+    return {"rows": rows, "torch_threads": torch.get_num_threads(), "load_average_start": load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()], "test_cap": test_cap}
 
 
 @section("http")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -122,3 +122,60 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
             "tune_seconds_mean": round(float(np.mean([r["tune_seconds"] for r in rs])), 1),
         }
     return out
+
+
+def long_tuned_rows(model_name: str, ds, seeds: list[int], ns: list[int], *, steps: int | None = None,
+                    modes: Sequence[str] = ("END", "WINDOWS"),
+                    on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Tuning with long examples cut (END) against tuning on all their windows (WINDOWS), issue #27.
+
+    Per N and seed, the product's ``training.tune`` on the same sample once per ``long_texts`` in ``modes``
+    (``cv_folds=0``, ``keep="tuned"``: the tuned model is scored whatever a guard would keep); the test rows are read
+    as the tuned model's own setting reads them (``embed_with(..., windows=...)``, as ``classify`` with that
+    ``truncate``). The untuned rows are each run's ``base_head`` on the base encoder's test embeddings read
+    the same way; ``tuned/WINDOWS-read`` is the END-tuned encoder with its head and the test rows read in
+    windows (tuning on cut examples, reading whole ones). Five arms from the same sample and test rows (with
+    ``modes=("END",)`` all but ``tuned/WINDOWS``, at half the tuning).
+    """
+    from playground.classifier import FewShotClassifier
+    from playground.training import TrainingSettings, embed_with, load_base, tune
+
+    base = load_base(model_name)
+    t0 = time.perf_counter()
+    X_base = {mode: embed_with(base, ds.test_texts, windows=mode == "WINDOWS") for mode in ("END", "WINDOWS")}
+    cache_s = round(time.perf_counter() - t0, 1)
+    del base
+    rows = []
+    for n in ns:
+        for seed in seeds:
+            idx = sample_per_label(ds.train_labels, n, seed)
+            data = [(ds.train_texts[i], ds.train_labels[i]) for i in idx]
+            for mode in modes:
+                settings = TrainingSettings(cv_folds=0, keep="tuned", long_texts=mode, steps=steps)
+                load_before = round(os.getloadavg()[0], 2)
+                t0 = time.perf_counter()
+                tuned = tune(data, base_model=model_name, settings=settings)
+                tune_s = time.perf_counter() - t0
+                X_test = embed_with(tuned.body, ds.test_texts, windows=mode == "WINDOWS")
+                common = {"model": model_name, "dataset": ds.name, "n": n, "seed": seed, "long_texts": mode,
+                          "n_train": len(idx), "n_test": len(ds.test_texts), "test_cache_s": cache_s,
+                          "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
+                arms = [("untuned/" + mode, tuned.base_head, X_base[mode]), ("tuned/" + mode, tuned.head, X_test)]
+                if mode == "END":  # the encoder tuned on cut examples, its head and the test rows read in windows
+                    texts = [t for t, _ in data]
+                    head = FewShotClassifier().fit(embed_with(tuned.body, texts, windows=True), [y for _, y in data])
+                    arms.append(("tuned/WINDOWS-read", head, embed_with(tuned.body, ds.test_texts, windows=True)))
+                    if "WINDOWS" not in modes:  # its untuned row, which a WINDOWS run would give
+                        base_head = FewShotClassifier().fit(embed_with(tuned.base, texts, windows=True),
+                                                            [y for _, y in data])
+                        arms.append(("untuned/WINDOWS", base_head, X_base["WINDOWS"]))
+                for method, head, X in arms:
+                    row = {"method": method, **common, **_scores(ds.test_labels, head.classes_, head.predict_proba(X))}
+                    if method.startswith("tuned/"):
+                        row.update(tune_seconds=round(tune_s, 1), steps=tuned.metrics["steps"],
+                                   training_texts=tuned.config["training"]["tuning"]["n_texts"])
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+                del tuned
+    return rows

@@ -50,11 +50,11 @@ def test_quick_run_writes_every_section(quick_run):
     out, results = quick_run
     sections = results["sections"]
     assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
-                              "multilabel", "setfit", "active", "explain", "long"]
+                              "multilabel", "setfit", "active", "explain", "long", "long_tuned"]
     for name in ("accuracy", "latency", "throughput", "active", "explain", "long"):
         assert sections[name]["status"] == "ok", sections[name]
         assert 50 < sections[name]["peak_rss_mb"] < 4000
-    for name in ("trained", "setfit", "multilabel", "coldstart", "http"):
+    for name in ("trained", "setfit", "multilabel", "coldstart", "http", "long_tuned"):
         assert sections[name]["status"].startswith("not run"), sections[name]
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
     report = (out / "BENCHMARKS.md").read_text()
@@ -132,6 +132,28 @@ def test_quick_run_scores_end_against_windows(quick_run):
     assert arms == {"instant/END", "instant/WINDOWS", "instant/WINDOWS-proba", "instant/WINDOWS-train"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in section["rows"])
     assert all(s["end_per_s"] > 0 and s["windows_per_s"] > 0 for s in section["speed"])
+
+
+def test_long_tuned_rows_tune_on_the_windows_and_read_past_the_window():
+    """The long_tuned section's harness on tickets decided only past the window: 2 steps, one seed."""
+    from bench.common import LabelledSet
+    from bench.report import long_tuned_report
+    from bench.tuned_eval import long_tuned_rows
+    from fixtures.long_documents import LONG_LABELLED, LONG_TICKETS
+
+    ds = LabelledSet("tickets", [t for t, _ in LONG_LABELLED], [label for _, label in LONG_LABELLED],
+                     list(LONG_TICKETS), list(LONG_TICKETS.values()), "")
+    rows = {r["method"]: r for r in long_tuned_rows("small", ds, [0], [4], steps=2)}
+    assert set(rows) == {"untuned/END", "tuned/END", "untuned/WINDOWS", "tuned/WINDOWS-read", "tuned/WINDOWS"}
+    # END reads both tickets as the same opening: one label for both, one of two right, tuned or not
+    assert rows["untuned/END"]["accuracy"] == rows["tuned/END"]["accuracy"] == 0.5
+    assert rows["untuned/WINDOWS"]["accuracy"] == 1.0
+    assert rows["tuned/WINDOWS-read"]["training_texts"] == 8  # tuned on the cut examples, read in windows
+    assert rows["tuned/END"]["training_texts"] == 8 < rows["tuned/WINDOWS"]["training_texts"]  # windows counted
+    assert rows["tuned/WINDOWS"]["steps"] == 2
+    lines, summary = long_tuned_report({"rows": list(rows.values())})
+    assert summary["small"]["tickets"]["4"]["tuned/END"]["worst_vs_untuned"] == 0.0
+    assert any(line.startswith("| small | tickets | 4 | 1 | 2 | 50.0 / 50.0 | 100.0 / 100.0 |") for line in lines)
 
 
 @pytest.fixture(scope="module")
