@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                      "(default: small)")
     p.add_argument("--long-seeds", default="", help="comma-separated seeds of the long-texts section (default 0-4)")
     p.add_argument("--long-ns", default="", help="comma-separated N per label of the long-texts section (default 8,64)")
-    p.add_argument("--long-tuned-modes", default="", help="long_texts the long_tuned section tunes with (default "
-                                                          "END,WINDOWS; END alone still reads its tuned model both ways)")
+    p.add_argument("--long-tuned-product-only", action="store_true",
+                   help="long_tuned: only the product's END and WINDOWS (one tuning a sample), not every-window too")
     p.add_argument("--long-test-cap", type=int, default=None, help="test rows per long set (default 300)")
     p.add_argument("--latency-calls", type=int, default=None, help="calls per latency figure (default 50)")
     p.add_argument("--budget-minutes", type=float, default=None,
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.long_seeds = [int(x) for x in args.long_seeds.split(",")]
     if args.long_ns:
         cfg.long_ns = [int(x) for x in args.long_ns.split(",")]
-    if args.long_tuned_modes:
-        cfg.long_tuned_modes = [m.strip() for m in args.long_tuned_modes.split(",") if m.strip()]
+    if args.long_tuned_product_only:
+        cfg.long_tuned_every_window = False
     if args.long_test_cap:
         cfg.long_test_cap = args.long_test_cap
     if args.alphas:

@@ -119,8 +119,8 @@ class Config:
     """--long-models small,large adds large (about 5x the time; with --long-seeds 0,1 on this machine)."""
     long_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     long_ns: list[int] = field(default_factory=lambda: [8, 64])
-    long_tuned_modes: list[str] = field(default_factory=lambda: ["END", "WINDOWS"])
-    """Issue #27: tuning with long examples cut (END) and on all their windows (WINDOWS), ``long_tuned``."""
+    long_tuned_every_window: bool = True
+    """Issue #27, ``long_tuned``: also tune on every window of a long example (the earlier way; a second tuning)."""
     http_seconds: float = 20.0
     http_clients: int = 4
     skip: list[str] = field(default_factory=list)

@@ -881,7 +881,7 @@ def long_tuned(cfg: dict) -> dict:
         for name in cfg["long_datasets"]:
             ds = load_single_label(cfg["data"], name, test_cap)
             long_tuned_rows(model, ds, cfg.get("long_seeds", cfg["seeds"]), cfg.get("long_ns", cfg["ns"]),
-                            steps=cfg.get("trained_steps"), modes=cfg.get("long_tuned_modes", ["END", "WINDOWS"]),
+                            steps=cfg.get("trained_steps"), every_window=cfg.get("long_tuned_every_window", True),
                             on_row=lambda r: (rows.append(r), _checkpoint({"rows": rows})))
     return {"rows": rows, "torch_threads": torch.get_num_threads(), "load_average_start": load_start,
             "load_average_end": [round(x, 2) for x in os.getloadavg()], "test_cap": test_cap}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -125,50 +125,60 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 
 
 def long_tuned_rows(model_name: str, ds, seeds: list[int], ns: list[int], *, steps: int | None = None,
-                    modes: Sequence[str] = ("END", "WINDOWS"),
-                    on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Tuning with long examples cut (END) against tuning on all their windows (WINDOWS), issue #27.
+                    every_window: bool = True, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Tuning on long examples (issue #27): the product's ``long_texts`` END and WINDOWS, and tuning on every window.
 
-    Per N and seed, the product's ``training.tune`` on the same sample once per ``long_texts`` in ``modes``
-    (``cv_folds=0``, ``keep="tuned"``: the tuned model is scored whatever a guard would keep); the test rows are read
-    as the tuned model's own setting reads them (``embed_with(..., windows=...)``, as ``classify`` with that
-    ``truncate``). The untuned rows are each run's ``base_head`` on the base encoder's test embeddings read
-    the same way; ``tuned/WINDOWS-read`` is the END-tuned encoder with its head and the test rows read in
-    windows (tuning on cut examples, reading whole ones). Five arms from the same sample and test rows (with
-    ``modes=("END",)`` all but ``tuned/WINDOWS``, at half the tuning).
+    Per N and seed, the product's ``training.tune`` once (``cv_folds=0``, ``keep="tuned"``: the tuned model is
+    scored whatever a guard would keep). Its encoder tunes on each example's start under either
+    ``long_texts``, so one tuning gives both product arms: ``tuned/END`` (its head, the test rows cut) and
+    ``tuned/WINDOWS`` (the head fitted on the examples read in windows, the test rows read so: what
+    ``long_texts="WINDOWS"`` and ``truncate="WINDOWS"`` do; tested equal in tests/test_bench.py). The untuned
+    rows are the same head on the base encoder, read the same two ways. ``every_window``: also the way the
+    product tuned before (every window of a long example a training text with its label, ``windows.py`` at
+    the tuning length, a repeated window once; head and test rows in windows), ``tuned/every-window``, a
+    second tuning.
     """
     from playground.classifier import FewShotClassifier
     from playground.training import TrainingSettings, embed_with, load_base, tune
+    from playground.windows import max_windows_setting, window_texts
 
     base = load_base(model_name)
     t0 = time.perf_counter()
     X_base = {mode: embed_with(base, ds.test_texts, windows=mode == "WINDOWS") for mode in ("END", "WINDOWS")}
     cache_s = round(time.perf_counter() - t0, 1)
-    del base
+    settings = TrainingSettings(cv_folds=0, keep="tuned", steps=steps)
+    limit = min(int(base.max_seq_length), settings.max_seq_length) - 2
     rows = []
     for n in ns:
         for seed in seeds:
             idx = sample_per_label(ds.train_labels, n, seed)
-            data = [(ds.train_texts[i], ds.train_labels[i]) for i in idx]
-            for mode in modes:
-                settings = TrainingSettings(cv_folds=0, keep="tuned", long_texts=mode, steps=steps)
+            texts, y = [ds.train_texts[i] for i in idx], [ds.train_labels[i] for i in idx]
+            runs = [("END", list(zip(texts, y)))]
+            if every_window:
+                cut = [window_texts(base.tokenizer, t, limit=limit, max_windows=max_windows_setting())[0] for t in texts]
+                pairs = [(part, label) for parts, label in zip(cut, y) for part in parts]
+                labels_of: dict[str, set] = {}
+                for part, label in pairs:
+                    labels_of.setdefault(part, set()).add(label)
+                # a window repeated (a shared opening, a signature) is one example; with two labels, none
+                runs.append(("every-window", [(part, labels_of[part].pop()) for part in labels_of
+                                              if len(labels_of[part]) == 1]))
+            for run, data in runs:
                 load_before = round(os.getloadavg()[0], 2)
                 t0 = time.perf_counter()
                 tuned = tune(data, base_model=model_name, settings=settings)
                 tune_s = time.perf_counter() - t0
-                X_test = embed_with(tuned.body, ds.test_texts, windows=mode == "WINDOWS")
-                common = {"model": model_name, "dataset": ds.name, "n": n, "seed": seed, "long_texts": mode,
-                          "n_train": len(idx), "n_test": len(ds.test_texts), "test_cache_s": cache_s,
-                          "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
-                arms = [("untuned/" + mode, tuned.base_head, X_base[mode]), ("tuned/" + mode, tuned.head, X_test)]
-                if mode == "END":  # the encoder tuned on cut examples, its head and the test rows read in windows
-                    texts = [t for t, _ in data]
-                    head = FewShotClassifier().fit(embed_with(tuned.body, texts, windows=True), [y for _, y in data])
-                    arms.append(("tuned/WINDOWS-read", head, embed_with(tuned.body, ds.test_texts, windows=True)))
-                    if "WINDOWS" not in modes:  # its untuned row, which a WINDOWS run would give
-                        base_head = FewShotClassifier().fit(embed_with(tuned.base, texts, windows=True),
-                                                            [y for _, y in data])
-                        arms.append(("untuned/WINDOWS", base_head, X_base["WINDOWS"]))
+                common = {"model": model_name, "dataset": ds.name, "n": n, "seed": seed, "n_train": len(idx),
+                          "n_test": len(ds.test_texts), "test_cache_s": cache_s, "load_before": load_before,
+                          "load_after": round(os.getloadavg()[0], 2)}
+                windowed = FewShotClassifier().fit(embed_with(tuned.body, texts, windows=True), y)
+                arms = [("tuned/" + ("WINDOWS" if run == "END" else run), windowed,
+                         embed_with(tuned.body, ds.test_texts, windows=True))]
+                if run == "END":
+                    arms += [("untuned/END", tuned.base_head, X_base["END"]),
+                             ("tuned/END", tuned.head, embed_with(tuned.body, ds.test_texts)),
+                             ("untuned/WINDOWS", FewShotClassifier().fit(embed_with(base, texts, windows=True), y),
+                              X_base["WINDOWS"])]
                 for method, head, X in arms:
                     row = {"method": method, **common, **_scores(ds.test_labels, head.classes_, head.predict_proba(X))}
                     if method.startswith("tuned/"):

@@ -331,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv-folds", type=int, default=None,
                    help="folds for the honest scores, each tuned without its fold (default 3; 0 = no scores)")
     p.add_argument("--long-texts", choices=["END", "WINDOWS"], default=None,
-                   help="examples over the window: END (default) cuts them; WINDOWS tunes on all their windows and "
-                        "reads them in windows for the head (classify such a model with --truncate WINDOWS)")
+                   help="examples over the window: END (default) cuts them; WINDOWS reads all of them, in windows, "
+                        "for the head and the scores (the encoder tunes on their start either way; classify such a "
+                        "model with --truncate WINDOWS)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list saved custom models (JSON out)")

@@ -122,6 +122,9 @@ class TuneRequest(BaseModel):
         default=None, description="best (default): when the honest scores say tuning did not help, the untuned model "
                                   "is saved under the name (metrics.guard says so, with both scores); tuned: keep the "
                                   "tuned one anyway.")
+    long_texts: Literal["END", "WINDOWS"] | None = Field(
+        default=None, description="Examples over the model's window: END (default) cut; WINDOWS read whole, in windows, "
+                                  "for the head and the scores (classify such a model with truncate WINDOWS).")
 
 
 class LabelConfidence(BaseModel):
@@ -512,7 +515,8 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int | None = None,
     def tune_endpoint(request: TuneRequest) -> ModelEntry | JSONResponse:
         """Tune a custom model on the examples and save it (an extension; blocks until saved, 409 while another runs)."""
         overrides = {k: v for k, v in (("steps", request.steps), ("time_budget_s", request.time_budget_s),
-                                       ("cv_folds", request.cv_folds), ("keep", request.keep)) if v is not None}
+                                       ("cv_folds", request.cv_folds), ("keep", request.keep),
+                                       ("long_texts", request.long_texts)) if v is not None}
         try:
             settings = TrainingSettings(**overrides)
         except ValueError as exc:

@@ -77,7 +77,7 @@ class TrainingCancelled(RuntimeError):
 KeepChoice = Literal["best", "tuned"]
 KEEP_CHOICES: tuple[str, ...] = get_args(KeepChoice)
 LongTexts = Literal["END", "WINDOWS"]
-"""How training reads an example over the window: cut (END), or all of its windows (WINDOWS, ``windows.py``)."""
+"""How the head and scores read an example over the window: cut (END), or all of its windows (WINDOWS, ``windows.py``)."""
 LONG_TEXT_CHOICES: tuple[str, ...] = get_args(LongTexts)
 
 
@@ -110,10 +110,11 @@ class TrainingSettings:
         "best": when the honest scores say the tuned model is not better than the untuned one, the
         untuned model is kept (and the reason said, with both scores). "tuned": keep the tuned one anyway.
     long_texts : {"END", "WINDOWS"}, default="END"
-        "WINDOWS": an example longer than ``max_seq_length`` tunes the encoder with all of its windows
-        (``windows.py``; each window a training text with the example's label, at most
-        ``$CLASSIFY_MAX_WINDOWS`` or 16 of them), and the head and the scores read examples as
-        ``truncate="WINDOWS"`` does (windows of the model's length, averaged). "END": cut, as before.
+        How the head and the honest scores read an example over the model's window: "WINDOWS" as
+        ``truncate="WINDOWS"`` does (all of it, in windows of the model's length, averaged; classify such a
+        model with that ``truncate``), "END" cut. Either way the encoder tunes on each example's first
+        ``max_seq_length`` pieces: tuning it on every window of a long example scored lower on imdb,
+        20newsgroups and enron_spam (docs/BENCHMARKS.md, "Long texts, tuned").
 
     >>> TrainingSettings(steps=20, cv_folds=0)
     """
@@ -378,21 +379,18 @@ def load_base(base_model: str) -> SentenceTransformer:
 def tune_body(body: SentenceTransformer, data: TrainingData, tuning: TuningSettings, *,
               descriptions: dict[str, str] | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
-              cancel: CancelFlag | None = None, windows: bool = False) -> TuningReport:
+              cancel: CancelFlag | None = None) -> TuningReport:
     """Tune ``body`` in place on ``data`` (playground.tuning: cached lower layers, top layers trained).
 
-    ``on_step(step, total_steps, seconds_left)``; a cancel raises ``TrainingCancelled``. ``windows``: an
-    example longer than ``tuning.max_seq_length`` gives all its windows, each with the example's label.
+    ``on_step(step, total_steps, seconds_left)``; a cancel raises ``TrainingCancelled``. An example longer
+    than ``tuning.max_seq_length`` tunes with its start, whatever ``long_texts`` says: giving the encoder
+    every window of it, each with the example's label, scored lower on every long set measured
+    (docs/BENCHMARKS.md, "Long texts, tuned").
     """
     from .tuning import TuningCancelled, tune_encoder  # heavy: torch
 
     labels = [list(e.labels) if data.multi_label else e.label for e in data.examples]
     texts = [e.text for e in data.examples]
-    if windows:
-        limit = min(int(body.max_seq_length), tuning.max_seq_length or int(body.max_seq_length)) - 2
-        cut = [window_texts(body.tokenizer, text, limit=limit, max_windows=max_windows_setting())[0] for text in texts]
-        labels = [label for label, parts in zip(labels, cut) for _ in parts]
-        texts = [part for parts in cut for part in parts]
     try:
         return tune_encoder(body, texts, labels, settings=tuning,
                             label_descriptions=descriptions,
@@ -573,7 +571,7 @@ def _fold_job(base: SentenceTransformer, data: TrainingData, train_idx: np.ndarr
     part = subset(data, train_idx)
     body = copy.deepcopy(base) if copy_base else base
     tune_body(body, part, settings.tuning(steps=steps, threads=threads), descriptions=descriptions, cancel=cancel,
-              on_step=on_step, windows=settings.windows)
+              on_step=on_step)
     fitted = _fit_fold_head(part, embed_with(body, [texts[i] for i in train_idx], windows=settings.windows))
     X_test = embed_with(body, [texts[i] for i in test_idx], windows=settings.windows)
     predicted = _fold_predictions(fitted, X_test, data.labels, data.multi_label)
@@ -795,7 +793,6 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
 
     def final_job(job_threads: int | None) -> None:
         tuning_report.append(tune_body(body, everything, settings.tuning(threads=job_threads), descriptions=descriptions,
-                                       windows=settings.windows,
                                        on_step=lambda s, t, left: on_step(0, s, t, left), cancel=stopped))
 
     def folds_here() -> list[_FoldResult]:

@@ -134,26 +134,35 @@ def test_quick_run_scores_end_against_windows(quick_run):
     assert all(s["end_per_s"] > 0 and s["windows_per_s"] > 0 for s in section["speed"])
 
 
-def test_long_tuned_rows_tune_on_the_windows_and_read_past_the_window():
+def test_long_tuned_rows_read_past_the_window_as_the_product_does():
     """The long_tuned section's harness on tickets decided only past the window: 2 steps, one seed."""
     from bench.common import LabelledSet
     from bench.report import long_tuned_report
-    from bench.tuned_eval import long_tuned_rows
+    from bench.tuned_eval import _scores, long_tuned_rows
     from fixtures.long_documents import LONG_LABELLED, LONG_TICKETS
+    from playground.training import TrainingSettings, embed_with, tune
 
     ds = LabelledSet("tickets", [t for t, _ in LONG_LABELLED], [label for _, label in LONG_LABELLED],
                      list(LONG_TICKETS), list(LONG_TICKETS.values()), "")
     rows = {r["method"]: r for r in long_tuned_rows("small", ds, [0], [4], steps=2)}
-    assert set(rows) == {"untuned/END", "tuned/END", "untuned/WINDOWS", "tuned/WINDOWS-read", "tuned/WINDOWS"}
+    assert set(rows) == {"untuned/END", "tuned/END", "untuned/WINDOWS", "tuned/WINDOWS", "tuned/every-window"}
     # END reads both tickets as the same opening: one label for both, one of two right, tuned or not
     assert rows["untuned/END"]["accuracy"] == rows["tuned/END"]["accuracy"] == 0.5
-    assert rows["untuned/WINDOWS"]["accuracy"] == 1.0
-    assert rows["tuned/WINDOWS-read"]["training_texts"] == 8  # tuned on the cut examples, read in windows
-    assert rows["tuned/END"]["training_texts"] == 8 < rows["tuned/WINDOWS"]["training_texts"]  # windows counted
-    assert rows["tuned/WINDOWS"]["steps"] == 2
+    assert rows["untuned/WINDOWS"]["accuracy"] == rows["tuned/WINDOWS"]["accuracy"] == 1.0
+    assert rows["tuned/WINDOWS"]["training_texts"] == 8  # the product tunes on each example's start
+    # every window a text: the shared opening's windows carry both labels and are left out, the 8 endings stay
+    assert rows["tuned/every-window"]["training_texts"] == 8 and rows["tuned/every-window"]["accuracy"] == 1.0
+    # the harness's tuned/WINDOWS is what the product's long_texts="WINDOWS" gives on the same sample
+    idx = sample_per_label(ds.train_labels, 4, 0)
+    product = tune([(ds.train_texts[i], ds.train_labels[i]) for i in idx],
+                   settings=TrainingSettings(steps=2, cv_folds=0, keep="tuned", long_texts="WINDOWS"))
+    proba = product.head.predict_proba(embed_with(product.body, ds.test_texts, windows=True))
+    assert _scores(ds.test_labels, product.head.classes_, proba) == {
+        k: rows["tuned/WINDOWS"][k] for k in ("accuracy", "macro_f1")}
     lines, summary = long_tuned_report({"rows": list(rows.values())})
     assert summary["small"]["tickets"]["4"]["tuned/END"]["worst_vs_untuned"] == 0.0
-    assert any(line.startswith("| small | tickets | 4 | 1 | 2 | 50.0 / 50.0 | 100.0 / 100.0 |") for line in lines)
+    assert any(line.startswith("| small | tickets | 4 | 1 | 2 | 50.0 / 50.0 | 100.0 / 100.0 | 50.0 / 50.0 | 100.0 / 100.0 |")
+               for line in lines)
 
 
 @pytest.fixture(scope="module")

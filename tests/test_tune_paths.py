@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from playground.engine import classify, load_folder
 from playground.server import create_app
-from playground.store import list_models
+from playground.store import list_models, read_model
 from playground.training import TrainingSettings, grid_key, save_tuned, tune, tune_grid, tuned_grid_folder
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -90,6 +90,11 @@ def test_the_api_tunes_a_model_that_classify_then_uses_by_name(isolated, seed):
     assert too_few.status_code == 400 and "at least 2" in too_few.json()["message"]
     bad = client.post("/v1/tune", json={**body, "name": "y", "cv_folds": 1})
     assert bad.status_code == 400 and "cv_folds" in bad.json()["message"]
+    windows = client.post("/v1/tune", json={**body, "name": "api-windows", "long_texts": "WINDOWS", "cv_folds": 0})
+    assert windows.status_code == 201, windows.text
+    assert read_model("api-windows").config["training"]["long_texts"] == "WINDOWS"
+    start = client.post("/v1/tune", json={**body, "name": "z", "long_texts": "START"})
+    assert start.status_code in (400, 422) and "long_texts" in start.text
     # Cohere's own endpoint is unchanged: the seed request answers as before
     cohere = client.post("/v1/classify", json={"inputs": list(seed.inputs), "examples": examples})
     assert cohere.status_code == 200 and set(cohere.json()) == {"id", "classifications", "meta"}

@@ -156,7 +156,7 @@ class TuneJob(BackgroundJob):
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
     job = TuneJob(key=grid_key(examples, model, descriptions), model=model)
 
-    # Truncate WINDOWS on the page: a long example tunes with all of its windows (TrainingSettings.long_texts)
+    # Truncate WINDOWS on the page: the head and the scores read a long example whole (TrainingSettings.long_texts)
     settings = TrainingSettings(long_texts="WINDOWS") if st.session_state.get("classify_truncate") == "WINDOWS" else None
 
     def work(progress, cancel) -> None:
