@@ -556,7 +556,7 @@ def long_report(section: dict) -> tuple[list[str], dict]:
          "(points). *END*: Cohere's default, cut at the window. *WINDOWS*: the product's mode, windows averaged "
          "into one embedding (token-weighted) for the examples and the inputs. *WINDOWS-proba*: the same head, the "
          "windows' probabilities averaged instead. *WINDOWS-train*: every window of a long example a training text "
-         "(as tuning uses them), inputs read as WINDOWS. Load average "
+         "for the head, inputs read as WINDOWS. Load average "
          f"{section.get('load_average_start')} at the start, {section.get('load_average_end')} at the end.", "",
          "| model | set | N | seeds | test rows | " + " | ".join(LONG_ARMS) + " | WINDOWS − END |",
          "|---|---|---|---|---|" + "---|" * (len(LONG_ARMS) + 1)]
