@@ -868,8 +868,9 @@ def long_texts(cfg: dict) -> dict:
 
 @section("long_tuned")
 def long_tuned(cfg: dict) -> dict:
-    """Tuning on long examples cut (END) against tuning on all their windows (WINDOWS), with the untuned rows
-    read the same two ways, every model, set, N and seed of the long-texts section (``bench.tuned_eval``)."""
+    """The product's tuning on the long sets with examples and inputs read cut (END) or whole (WINDOWS), the
+    untuned rows read the same two ways, and (``long_tuned_every_window``) tuning on every window; every model,
+    set, N and seed of the long-texts section (``bench.tuned_eval.long_tuned_rows``)."""
     import torch
 
     from .tuned_eval import long_tuned_rows
