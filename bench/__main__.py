@@ -83,7 +83,8 @@ ROW_KEYS = ("method", "model", "precision", "dataset", "n", "seed", "alpha")
 def merge_results(target: Path, parts: list[Path], why: str) -> None:
     """Put the sections of ``parts`` into ``target``: a section run in several parts (shards of the data sets)
     gets all their rows (a row of the same method, model, set, N, seed and mix once); each merge is noted in
-    ``reruns`` with its parts' machine, commit and load, so the report says which rows came from when."""
+    ``reruns`` with its parts' machine, commit and load, so the report says which rows came from when. A part's
+    section that was not run or failed is left out: the record keeps the section it had."""
     results = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else None
     merged: dict[str, dict] = {}
     for part in parts:
@@ -92,8 +93,8 @@ def merge_results(target: Path, parts: list[Path], why: str) -> None:
             results = {"mode": data.get("mode", "merged"), "machine": data.get("machine", {}),
                        "config": data.get("config", {}), "sections": {}}
         for name, section in data.get("sections", {}).items():
-            if str(section.get("status", "ok")).startswith("not run"):
-                continue
+            if str(section.get("status", "ok")).startswith(("not run", "failed")):
+                continue  # a section that did not run (or was killed) keeps the record's own
             if name not in merged:
                 merged[name] = {**section, "rows": list(section.get("rows", []))}
                 merged[name]["config"] = data.get("config", {})

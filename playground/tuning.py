@@ -21,10 +21,11 @@ The method, in six steps:
    clipping, bf16 autocast where the CPU has native bf16.
 5. **Stay close to the pretrained encoder (WiSE-FT).** The tuned layers end at
    ``(1 - interpolation) * original + interpolation * tuned`` (Wortsman et al. 2022). The recipe's
-   values (``RECIPES``) and the sets and seeds each was chosen on are in docs/TUNING_RECIPE.md (small's mix
-   on eleven public sets, five seeds; the rates and large's mix on fewer): a modest rate and keeping part of
-   the original weights removed most of the drops below the untuned model that the earlier high-rate
-   recipe had on sets it was not shaped on; the guard in training.py is there for the large ones left.
+   values (``RECIPES``) and the sets and seeds each was chosen on are in docs/TUNING_RECIPE.md (both mixes,
+   small's rate and steps on eleven public sets, five seeds; large's rate and the rest on fewer): a modest
+   rate and keeping part of the original weights removed most of the drops below the untuned model that
+   the earlier high-rate recipe had on sets it was not shaped on; the guard in training.py is there for
+   the large ones left.
 6. **In place, safely.** The model is tuned in place. On cancel (``should_stop``) or on any error the
    original weights are put back before ``TuningCancelled`` (or the error) is raised, so the model is
    always usable; it is always left in eval mode with its ``requires_grad`` flags as they were.

@@ -219,3 +219,10 @@ def test_merge_joins_shards_and_the_report_reads_the_tuned_rows(tuned_fixture_ro
     proc = subprocess.run([sys.executable, "-m", "bench", "--json", str(target), "--out", str(tmp_path / "C.md"),
                            "--report"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and (tmp_path / "C.md").read_text() == text.replace("B.md", "C.md")
+    killed = tmp_path / "killed.json"  # a run whose setfit section was killed: the record keeps its setfit rows
+    killed.write_text(json.dumps({"mode": "quick", "machine": machine(), "config": config,
+                                  "sections": {"setfit": {"status": "failed: exit -15: "}}}))
+    proc = subprocess.run([sys.executable, "-m", "bench", "--json", str(target), "--out", str(report), "--merge",
+                           str(killed), "--why", "killed"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(target.read_text())["sections"]["setfit"]["rows"] == [setfit_row]
