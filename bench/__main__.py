@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                 "(a study arm, e.g. '{\"learning_rate\": 2e-4}'); recorded in the results")
     p.add_argument("--alphas", default="", help="comma-separated WiSE-FT mixes scored beside the recipe's (default 0.5,0.75,1)")
     p.add_argument("--trained-seeds", default="", help="comma-separated seeds of the trained rows (default 0-4)")
+    p.add_argument("--setfit-seeds", default="", help="comma-separated seeds of the setfit rows on every set and model "
+                                                      "(default: small 0-4, large 0-2; costly sets small 0-1, large none)")
     p.add_argument("--models", default="", help="comma-separated base models for the trained and setfit sections "
                                                 "(default: small,large)")
     p.add_argument("--long-models", default="", help="comma-separated base models of the long-texts section "
@@ -83,10 +85,11 @@ ROW_KEYS = ("method", "model", "precision", "dataset", "n", "seed", "alpha")
 def merge_results(target: Path, parts: list[Path], why: str) -> None:
     """Put the sections of ``parts`` into ``target``: a section run in several parts (shards of the data sets)
     gets all their rows (a row of the same method, model, set, N, seed and mix once); each merge is noted in
-    ``reruns`` with its parts' machine, commit and load, so the report says which rows came from when. A part's
-    section that was not run or failed is left out: the record keeps the section it had."""
+    ``reruns`` with each contributing part's date, commit and load (``runs``), so the report says which rows came
+    from when. A part's section that was not run or failed is left out: the record keeps the section it had."""
     results = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else None
     merged: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
     for part in parts:
         data = json.loads(part.read_text(encoding="utf-8"))
         if results is None:  # a new record: the first part's machine and plan head it
@@ -95,6 +98,10 @@ def merge_results(target: Path, parts: list[Path], why: str) -> None:
         for name, section in data.get("sections", {}).items():
             if str(section.get("status", "ok")).startswith(("not run", "failed")):
                 continue  # a section that did not run (or was killed) keeps the record's own
+            machine_of_part = data.get("machine", {})
+            runs.setdefault(name, []).append({
+                "part": str(part), "date": machine_of_part.get("date"), "git_commit": machine_of_part.get("git_commit"),
+                "load_average_at_start": machine_of_part.get("load_average_at_start")})
             if name not in merged:
                 merged[name] = {**section, "rows": list(section.get("rows", []))}
                 merged[name]["config"] = data.get("config", {})
@@ -105,11 +112,12 @@ def merge_results(target: Path, parts: list[Path], why: str) -> None:
     assert results is not None
     for name, section in merged.items():
         results["sections"][name] = section
+        newest = max(runs[name], key=lambda run: str(run["date"] or ""))
         results.setdefault("reruns", []).append({
-            "date": section["machine"].get("date"), "sections": [name], "why": why,
-            "git_commit": section["machine"].get("git_commit"), "parts": [str(p) for p in parts],
-            "load_average_at_start": section["machine"].get("load_average_at_start"),
-            "cpu_flags": section["machine"].get("cpu_flags")})
+            "date": newest["date"], "sections": [name], "why": why,
+            "git_commit": newest["git_commit"], "parts": [str(p) for p in parts],
+            "load_average_at_start": newest["load_average_at_start"],
+            "cpu_flags": section["machine"].get("cpu_flags"), "runs": runs[name]})
     write_json(target, results)
 
 
@@ -161,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.trained_alphas = [float(x) for x in args.alphas.split(",")]
     if args.trained_seeds:
         cfg.trained_seeds = [int(x) for x in args.trained_seeds.split(",")]
+    if args.setfit_seeds:
+        seeds = [int(x) for x in args.setfit_seeds.split(",")]
+        cfg.setfit_seeds = {m: seeds for m in ("small", "large")}
+        cfg.setfit_few_seeds = {m: seeds for m in ("small", "large")}
     if args.tuning:
         cfg.trained_tuning = json.loads(args.tuning)
     if args.models:

@@ -9,7 +9,6 @@ added by ``main``. Models load through the product's own code (``get_encoder``, 
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os

@@ -196,7 +196,8 @@ def test_merge_joins_shards_and_the_report_reads_the_tuned_rows(tuned_fixture_ro
     parts = []
     for i, rows in enumerate((tuned_fixture_rows, [{**r, "dataset": "topics"} for r in tuned_fixture_rows])):
         part = tmp_path / f"part{i}.json"
-        part.write_text(json.dumps({"mode": "quick", "machine": machine(), "config": config, "sections": {"trained": {"status": "ok", "rows": rows},
+        ran = {**machine(), "date": f"2026-01-0{i + 1}T00:00:00+00:00", "git_commit": f"commit{i}"}
+        part.write_text(json.dumps({"mode": "quick", "machine": ran, "config": config, "sections": {"trained": {"status": "ok", "rows": rows},
                                                                **({"setfit": {"status": "ok", "rows": [setfit_row]}}
                                                                   if i == 0 else {})}}))
         parts.append(part)
@@ -216,6 +217,10 @@ def test_merge_joins_shards_and_the_report_reads_the_tuned_rows(tuned_fixture_ro
     assert "## Tuning on the user's examples (issue #24)" in text and "| reviews |" in text
     assert "tuned ≥ untuned + 1 on every set, small" in text
     assert results["reruns"][-1]["why"] == "test"
+    trained_rerun = results["reruns"][-2]  # each part's run named, the newest heading the entry
+    assert trained_rerun["sections"] == ["trained"] and trained_rerun["git_commit"] == "commit1"
+    assert [r["git_commit"] for r in trained_rerun["runs"]] == ["commit0", "commit1"]
+    assert "from runs 2026-01-01T00:00:00+00:00 at commit commit0" in text and "at commit commit1" in text
     proc = subprocess.run([sys.executable, "-m", "bench", "--json", str(target), "--out", str(tmp_path / "C.md"),
                            "--report"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and (tmp_path / "C.md").read_text() == text.replace("B.md", "C.md")

@@ -208,7 +208,7 @@ def test_removed_settings_are_refused(gone):
 
 def test_settings_defaults_and_round_trip():
     defaults = TrainingSettings()
-    assert defaults.to_dict() == {"steps": None, "time_budget_s": None, "use_label_names": "auto", "cv_folds": 3,
+    assert defaults.to_dict() == {"steps": None, "time_budget_s": None, "use_label_names": "auto", "cv_folds": 2,
                                   "max_seq_length": 128, "seed": 42, "num_threads": None, "keep": "best",
                                   "long_texts": "END"}
     settings = TrainingSettings(time_budget_s=5.5, steps=8, use_label_names="always", cv_folds=0, num_threads=2,

@@ -43,7 +43,7 @@ def test_tuning_the_seed_fixes_both_inputs_and_scores_honestly(tuned_seed, seed)
     negative = list(tuned_seed.head.classes_).index("negative")
     assert (proba[:, negative] > 0.5).all(), proba
     metrics = tuned_seed.metrics
-    assert metrics["validation"] == {"source": "cross-validation", "folds": 3, "n": 10}
+    assert metrics["validation"] == {"source": "cross-validation", "folds": 2, "n": 10}
     assert set(metrics["trained"]) >= {"accuracy", "macro_f1", "per_label"}
     assert set(metrics["baseline"]) >= {"accuracy", "macro_f1", "per_label"}
     assert tuned_seed.config["n_train"] == tuned_seed.config["n_examples"] == 10  # learned from every example
