@@ -630,7 +630,7 @@ def test_models_page_lists_models_and_classify_page_uses_a_custom_one(models_roo
     numbers = {w.label.split(" (")[0]: w for w in at.number_input}
     assert set(numbers) >= {"Tuning steps", "Cross-validation folds for the scores"}, list(numbers)
     assert not set(numbers) & {"Epochs", "Pairs", "Batch size", "Time budget for tuning"}
-    assert numbers["Tuning steps"].value == 0 and numbers["Cross-validation folds for the scores"].value == 3
+    assert numbers["Tuning steps"].value == 0 and numbers["Cross-validation folds for the scores"].value == 2
     keep = next(s for s in at.selectbox if s.label == "Keep")
     assert keep.options == ["the better of tuned and untuned (by the honest scores)", "the tuned model, always"]
     assert keep.value == "best"
