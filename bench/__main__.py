@@ -92,16 +92,16 @@ def merge_results(target: Path, parts: list[Path], why: str) -> None:
     runs: dict[str, list[dict]] = {}
     for part in parts:
         data = json.loads(part.read_text(encoding="utf-8"))
+        ran = data.get("machine", {})
+        run = {"part": str(part), "date": ran.get("date"), "git_commit": ran.get("git_commit"),
+               "load_average_at_start": ran.get("load_average_at_start")}
         if results is None:  # a new record: the first part's machine and plan head it
             results = {"mode": data.get("mode", "merged"), "machine": data.get("machine", {}),
                        "config": data.get("config", {}), "sections": {}}
         for name, section in data.get("sections", {}).items():
             if str(section.get("status", "ok")).startswith(("not run", "failed")):
                 continue  # a section that did not run (or was killed) keeps the record's own
-            machine_of_part = data.get("machine", {})
-            runs.setdefault(name, []).append({
-                "part": str(part), "date": machine_of_part.get("date"), "git_commit": machine_of_part.get("git_commit"),
-                "load_average_at_start": machine_of_part.get("load_average_at_start")})
+            runs.setdefault(name, []).append(run)
             if name not in merged:
                 merged[name] = {**section, "rows": list(section.get("rows", []))}
                 merged[name]["config"] = data.get("config", {})
