@@ -681,8 +681,8 @@ def write_report(results: dict, out: Path) -> None:
                     "claim below is therefore a ratio measured within the same run and the same process "
                     "(raw encode vs bulk, fp32 vs bf16), which the shared load affects about equally.", ""]
     for rerun in results.get("reruns", []):
-        runs = {(r.get("date"), r.get("git_commit"), str(r.get("load_average_at_start"))): r
-                for r in rerun.get("runs", [])}  # the merge's parts, each run once (older entries: the first part's)
+        runs = dict.fromkeys((r.get("date"), r.get("git_commit"), str(r.get("load_average_at_start")))
+                             for r in rerun.get("runs", []))  # the merge's parts, each run once, in order
         where = ("from runs " + "; ".join(f"{d} at commit {c or 'unknown'} (load {load})" for d, c, load in runs)
                  if len(runs) > 1 else f"at commit {rerun.get('git_commit') or 'unknown'}, load average at start "
                                        f"{rerun.get('load_average_at_start')}")

@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-names", dest="use_label_names", choices=["auto", "always", "never"], default=None,
                    help="use the label names as extra examples (default auto: when cross-validation says they help)")
     p.add_argument("--cv-folds", type=int, default=None,
-                   help="folds for the honest scores, each tuned without its fold (default 2; 0 = no scores)")
+                   help="folds for the honest scores, each tuned without its fold "
+                        f"(default {TrainingSettings.cv_folds}; 0 = no scores)")
     p.add_argument("--long-texts", choices=["END", "WINDOWS"], default=None,
                    help="examples over the window: END (default) cuts them; WINDOWS reads all of them, in windows, "
                         "for the head and the scores (the encoder tunes on their start either way; classify such a "

@@ -117,7 +117,8 @@ class TuneRequest(BaseModel):
                                                         "give the same model).")
     time_budget_s: float | None = Field(default=None, description="Optional cap in seconds on tuning once (the step "
                                                                 "count then follows the machine's speed).")
-    cv_folds: int | None = Field(default=None, description="Folds for the honest scores (default 2; 0 = none).")
+    cv_folds: int | None = Field(default=None, description=f"Folds for the honest scores (default "
+                                                           f"{TrainingSettings.cv_folds}; 0 = none).")
     keep: Literal["best", "tuned"] | None = Field(
         default=None, description="best (default): when the honest scores say tuning did not help, the untuned model "
                                   "is saved under the name (metrics.guard says so, with both scores); tuned: keep the "
