@@ -481,11 +481,13 @@ class Encoder:
         self._remember(zip(todo, job.vectors))
         return out
 
-    def _remember(self, items) -> None:
-        """Cache ``(key, vector)`` pairs, forgetting the least recently used past ``EMBEDDING_CACHE_SIZE``."""
+    def _remember(self, items, *, keep_cached: bool = False) -> None:
+        """Cache ``(key, vector)`` pairs, forgetting the least recently used past ``EMBEDDING_CACHE_SIZE``;
+        ``keep_cached`` leaves a key that is already cached as it is."""
         with self._cache_lock:
             for key, vector in items:
-                self._cache[key] = vector
+                if not (keep_cached and key in self._cache):
+                    self._cache[key] = vector
             while len(self._cache) > EMBEDDING_CACHE_SIZE:
                 self._cache.popitem(last=False)
 
@@ -561,7 +563,9 @@ class Encoder:
 
         For ``explain.py``: leaving a word's tokens out of the mean estimates the text without that
         word from this one forward pass. The pooled embedding is cached as ``embed`` would cache it,
-        so classifying the same texts next costs no second pass. Needs the standard pipeline
+        so classifying the same texts next costs no second pass; a text already cached keeps its embedding
+        (fp32 results move in the last bits with the batch a text was embedded in, on CPUs without native
+        bf16), so an explained answer is the plain answer to the last digit. Needs the standard pipeline
         (``self.body``); ``ValueError`` for a model read through the full ``SentenceTransformer``.
         """
         if self.body is None:
@@ -576,7 +580,7 @@ class Encoder:
         out = [TokenStates(vectors, tuple((a + start, b + start) if b > a else (0, 0) for a, b in offsets))
                for start, (vectors, offsets) in zip(starts, states)]
         mode = self.cache_mode(truncate)
-        self._remember(((text, mode), state.pooled()) for text, state in zip(texts, out))
+        self._remember((((text, mode), state.pooled()) for text, state in zip(texts, out)), keep_cached=True)
         return out
 
     def clear_cache(self) -> None:
