@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from playground.store import MODELS_DIR_ENV
 from playground.workspace import WORKSPACES_DIR_ENV
@@ -143,10 +144,23 @@ def model_box(page: Page) -> Locator:
     return page.get_by_role("combobox", name="Model", exact=True)
 
 
-def choose_model(page: Page, option: str) -> None:
-    model_box(page).click()
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_for_app(page)
+def choose_model(page: Page, option: str, tries: int = 3) -> None:
+    """Open the Model box and pick ``option``. A rerun that lands while the list is open redraws the box and
+    closes the list (seen on a slower CPU after switching pages), so the box is opened again, a bounded number
+    of times."""
+    target = page.get_by_role("option", name=option, exact=True)
+    for _ in range(tries):
+        wait_for_app(page)
+        model_box(page).click()
+        try:
+            target.click(timeout=10_000)
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+            continue
+        wait_for_app(page)
+        return
+    shown = page.get_by_role("option").all_inner_texts()
+    raise AssertionError(f"the Model box offered no {option!r} in {tries} tries; its list showed {shown}")
 
 
 def inputs_box(page: Page) -> Locator:
