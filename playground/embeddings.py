@@ -564,8 +564,8 @@ class Encoder:
         For ``explain.py``: leaving a word's tokens out of the mean estimates the text without that
         word from this one forward pass. The pooled embedding is cached as ``embed`` would cache it,
         so classifying the same texts next costs no second pass; a text already cached keeps its embedding
-        (fp32 results move in the last bits with the batch a text was embedded in, on CPUs without native
-        bf16), so an explained answer is the plain answer to the last digit. Needs the standard pipeline
+        (an embedding moves in its last bits with the batch it was made in: seen in fp32 on an AVX2-only CPU),
+        so an explained answer is the plain answer to the last digit. Needs the standard pipeline
         (``self.body``); ``ValueError`` for a model read through the full ``SentenceTransformer``.
         """
         if self.body is None:

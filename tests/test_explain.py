@@ -133,8 +133,9 @@ def test_token_states_pool_to_the_embedding_and_explaining_leaves_the_answer_unc
     for a, b in zip(explained, plain):
         assert a.labels == pytest.approx(b.labels, abs=1e-5)
 
+
 def test_explaining_a_text_cached_from_a_batch_keeps_its_embedding(small_encoder):
-    """On CPUs without native bf16, fp32 results move in the last bits with the batch a text was embedded in; the
+    """An embedding moves in its last bits with the batch it was made in (seen in fp32 on an AVX2-only CPU); the
     explanation's one pass must not replace the cached embedding, or the explained answer drifts from the plain."""
     text = "Where did my parcel go"
     small_encoder.clear_cache()
@@ -144,7 +145,6 @@ def test_explaining_a_text_cached_from_a_batch_keeps_its_embedding(small_encoder
     small_encoder.clear_cache()
     alone = small_encoder.token_states([text])[0].pooled()
     np.testing.assert_array_equal(small_encoder.embed([text])[0], alone)  # not cached before: the pass is kept
-
 
 
 def test_removing_the_top_word_lowers_the_confidence_more_than_the_weakest():
