@@ -144,23 +144,28 @@ def model_box(page: Page) -> Locator:
     return page.get_by_role("combobox", name="Model", exact=True)
 
 
-def choose_model(page: Page, option: str, tries: int = 3) -> None:
-    """Open the Model box and pick ``option``. A rerun that lands while the list is open redraws the box and
-    closes the list (seen on a slower CPU after switching pages), so the box is opened again, a bounded number
-    of times."""
+def pick_option(page: Page, box: Locator, option: str, tries: int = 3) -> None:
+    """Open the select ``box`` and pick ``option``. A rerun that lands while the list is open redraws the box and
+    closes its list (seen after switching pages and after a preset's click, on a slower CPU), so the box is opened
+    again, a bounded number of times; a miss names the options the list showed."""
     target = page.get_by_role("option", name=option, exact=True)
     for _ in range(tries):
         wait_for_app(page)
-        model_box(page).click()
+        box.click()
         try:
-            target.click(timeout=10_000)
+            target.wait_for(state="visible", timeout=10_000)
         except PlaywrightTimeoutError:
             page.keyboard.press("Escape")
             continue
+        target.click()
         wait_for_app(page)
         return
     shown = page.get_by_role("option").all_inner_texts()
-    raise AssertionError(f"the Model box offered no {option!r} in {tries} tries; its list showed {shown}")
+    raise AssertionError(f"the select box offered no {option!r} in {tries} tries; its list showed {shown}")
+
+
+def choose_model(page: Page, option: str) -> None:
+    pick_option(page, model_box(page), option)
 
 
 def inputs_box(page: Page) -> Locator:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from playground.data import read_examples_csv
 from playground.embeddings import BASE_MODELS
@@ -20,7 +19,7 @@ from playground.presets import load_preset
 from playground.validation import Example
 
 from browser_helpers import (FIXTURES, check_cards, choose_model, click_button, edit_cell, expect_grid, grid, grid_rows,
-                             inputs_box, model_box, open_expander, results, upload, wait_for_app)
+                             inputs_box, model_box, open_expander, pick_option, results, upload, wait_for_app)
 
 pytestmark = pytest.mark.browser
 
@@ -35,16 +34,7 @@ def rows_of(examples) -> list[tuple[str, str]]:
 
 def choose_preset(page: Page, title: str) -> None:
     expander = open_expander(page, "Presets and CSV upload")
-    option = page.get_by_role("option", name=title, exact=True)
-    for _ in range(3):  # a rerun that lands just after the click redraws the box and closes its list: open it again
-        expander.get_by_test_id("stSelectbox").click()
-        try:
-            option.wait_for(state="visible", timeout=10_000)
-            break
-        except PlaywrightTimeoutError:
-            wait_for_app(page)
-    option.click()
-    wait_for_app(page)
+    pick_option(page, expander.get_by_test_id("stSelectbox"), title)
 
 
 def test_seed_preset_classifies_both_reviews_negative(page: Page, screenshot, small_encoder):
