@@ -22,7 +22,8 @@ The method, in six steps:
 5. **Stay close to the pretrained encoder (WiSE-FT).** The tuned layers end at
    ``(1 - interpolation) * original + interpolation * tuned`` (Wortsman et al. 2022). The recipe's
    values (``RECIPES``) and the sets and seeds each was chosen on are in docs/TUNING_RECIPE.md (both mixes,
-   small's rate and steps on eleven public sets, five seeds; large's rate and the rest on fewer): a modest
+   small's rate, steps, layers, loss, batch, warm-up and tokens on eleven public sets, five seeds; large's
+   steps on nine, its rate, layers and the rest on fewer): a modest
    rate and keeping part of the original weights removed most of the drops below the untuned model that
    the earlier high-rate recipe had on sets it was not shaped on; the guard in training.py is there for
    the large ones left.
