@@ -121,6 +121,15 @@ def merge_results(target: Path, parts: list[Path], why: str) -> None:
     write_json(target, results)
 
 
+def rows_so_far(out_path: Path, why: str) -> dict:
+    """A section that ended without its result (timed out, or killed: exit -9 is the kernel's out-of-memory
+    killer): the rows it checkpointed so far (``sections._checkpoint``), with why it stopped; else just why."""
+    partial = Path(str(out_path) + ".partial")
+    if not partial.is_file():
+        return {"status": f"failed: {why}"}
+    return {**json.loads(partial.read_text()), "status": f"partial: the section stopped ({why}); rows so far"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data = Path(args.data)
@@ -211,11 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                 if out_path.is_file():
                     result = json.loads(out_path.read_text())
                 else:
-                    result = {"status": f"failed: exit {proc.returncode}: {proc.stderr[-800:]}"}
+                    result = rows_so_far(out_path, f"exit {proc.returncode}: {proc.stderr[-800:]}")
             except Exception as exc:  # noqa: BLE001 - TimeoutExpired and friends: record, go on
-                partial = Path(str(out_path) + ".partial")
-                result = (json.loads(partial.read_text()) if partial.is_file()
-                          else {"status": f"failed: {type(exc).__name__}: {str(exc)[:300]}"})
+                result = rows_so_far(out_path, f"{type(exc).__name__}: {str(exc)[:300]}")
             result.setdefault("seconds", round(time.perf_counter() - t0, 1))
             results["sections"][name] = result
             print(f"[bench] {name}: {result.get('status')} in {result['seconds']} s", file=sys.stderr, flush=True)

@@ -231,3 +231,16 @@ def test_merge_joins_shards_and_the_report_reads_the_tuned_rows(tuned_fixture_ro
                            str(killed), "--why", "killed"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(target.read_text())["sections"]["setfit"]["rows"] == [setfit_row]
+
+
+def test_a_section_that_dies_keeps_the_rows_it_checkpointed(tmp_path):
+    """A section killed mid-run (exit -9: out of memory) or timed out keeps its checkpointed rows, and says why."""
+    from bench.__main__ import rows_so_far
+
+    out = tmp_path / "setfit.json"
+    assert rows_so_far(out, "exit -9: ") == {"status": "failed: exit -9: "}
+    Path(str(out) + ".partial").write_text(json.dumps({"rows": [{"dataset": "cr", "seed": 0}], "version": "1.2.0",
+                                                       "status": "partial: the section timed out; rows so far"}))
+    kept = rows_so_far(out, "exit -9: ")
+    assert kept["rows"] == [{"dataset": "cr", "seed": 0}] and kept["version"] == "1.2.0"
+    assert kept["status"] == "partial: the section stopped (exit -9: ); rows so far"
