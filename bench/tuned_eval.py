@@ -147,7 +147,7 @@ def long_tuned_rows(model_name: str, ds, seeds: list[int], ns: list[int], *, ste
     X_base = {mode: embed_with(base, ds.test_texts, windows=mode == "WINDOWS") for mode in ("END", "WINDOWS")}
     cache_s = round(time.perf_counter() - t0, 1)
     settings = TrainingSettings(cv_folds=0, keep="tuned", steps=steps)
-    limit = min(int(base.max_seq_length), int(settings.tuning().resolved(base).max_seq_length)) - 2  # type: ignore[arg-type]
+    limit = min(int(base.max_seq_length), settings.max_seq_length) - 2
     rows = []
     for n in ns:
         for seed in seeds:

@@ -102,9 +102,8 @@ class TrainingSettings:
         0 skips them. Ignored when a validation file is given: it is scored instead. 2, not 3: on every
         small draw of the benchmark (55) the guard kept as good a model either way, and the wait is a
         quarter to a third shorter (docs/TUNING_RECIPE.md, "The guard, measured" and "Time").
-    max_seq_length : int or None, default=None
-        Tokens per text while tuning (longer texts are cut; classifying keeps the model's limit). None: the
-        recipe's (small 256, large 128; ``tuning.RECIPES``).
+    max_seq_length : int, default=128
+        Tokens per text while tuning (longer texts are cut; classifying keeps the model's limit).
     seed : int, default=42
     num_threads : int or None, default=None
         Torch threads while tuning (None: on idle CPUs the folds run in worker processes beside the final
@@ -127,7 +126,7 @@ class TrainingSettings:
     time_budget_s: float | None = None
     use_label_names: LabelNamesMode = "auto"
     cv_folds: int = 2
-    max_seq_length: int | None = None
+    max_seq_length: int = 128
     seed: int = 42
     num_threads: int | None = None
     keep: KeepChoice = "best"
@@ -143,8 +142,7 @@ class TrainingSettings:
                              f"But it was: {self.use_label_names!r}")
         if not (type(self.cv_folds) is int and (self.cv_folds == 0 or 2 <= self.cv_folds <= 20)):  # never False, 0.0
             raise ValueError(f"cv_folds must be 0 (no scores) or an integer from 2 to 20. But it was: {self.cv_folds!r}")
-        if self.max_seq_length is not None:
-            check_int("max_seq_length", self.max_seq_length, 8, 512)
+        check_int("max_seq_length", self.max_seq_length, 8, 512)
         check_int("seed", self.seed, 0, 2**32 - 1)
         if self.num_threads is not None:
             check_int("num_threads", self.num_threads, 1, 256)

@@ -23,10 +23,10 @@ The method, in six steps:
    ``(1 - interpolation) * original + interpolation * tuned`` (Wortsman et al. 2022). The recipe's
    values (``RECIPES``) and the sets and seeds each was chosen on are in docs/TUNING_RECIPE.md (both mixes,
    small's rate, steps, layers, loss, batch, warm-up and tokens on eleven public sets, five seeds; large's
-   steps on nine, its rate, layers and the rest on fewer): a modest rate and keeping part of the original
-   weights removed most of the drops below the untuned model that the earlier high-rate recipe had on sets
-   it was not shaped on; small's SupCon on up to 256 tokens removed the last one at full weight (1.0); the
-   guard in training.py is there for the large ones left.
+   steps on nine, its rate, layers and the rest on fewer): a modest
+   rate and keeping part of the original weights removed most of the drops below the untuned model that
+   the earlier high-rate recipe had on sets it was not shaped on; the guard in training.py is there for
+   the large ones left.
 6. **In place, safely.** The model is tuned in place. On cancel (``should_stop``) or on any error the
    original weights are put back before ``TuningCancelled`` (or the error) is raised, so the model is
    always usable; it is always left in eval mode with its ``requires_grad`` flags as they were.
@@ -76,16 +76,13 @@ class Recipe:
     batch_tokens: int
     interpolation: float
     dropout: bool
-    loss: LossName
-    max_seq_length: int
-    """Tokens per text while tuning (at most the model's limit); classifying always reads up to the model's limit."""
 
 
 RECIPES: dict[str, Recipe] = {
-    "small": Recipe(top_layers=4, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=1.0,
-                    dropout=True, loss="supcon", max_seq_length=256),
+    "small": Recipe(top_layers=4, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=0.75,
+                    dropout=True),
     "large": Recipe(top_layers=6, learning_rate=2e-4, steps=40, batch_tokens=1024, interpolation=0.5,
-                    dropout=True, loss="cosine", max_seq_length=128),
+                    dropout=True),
 }
 """``small``: encoders under 50M parameters (MiniLM-L6: 23M); ``large``: the rest (MPNet-base: 110M)."""
 
@@ -138,18 +135,16 @@ class TuningSettings:
         Optional cap on wall seconds: tuning stops early (with a linear decay to that point) when the
         measured pace says the planned steps would not fit. The step count then follows the machine's
         load, so the same examples may give different models; None (the default) never stops early.
-    loss : {"cosine", "supcon"} or None, default=None
+    loss : {"cosine", "supcon"}, default="cosine"
         Balanced all-pairs cosine MSE (targets 1 / 0, multi-label: Jaccard) or supervised contrastive.
-        None: the recipe's (small SupCon, large cosine).
     temperature : float, default=0.07
         SupCon's temperature.
     use_label_names : {"auto", "always", "never"}, default="auto"
         Label-name texts as extra examples; "auto" decides on the examples' out-of-fold accuracy.
     warmup_fraction : float, default=0.1
     weight_decay : float, default=0.01
-    max_seq_length : int or None, default=None
-        Tokens per text while tuning, at most the model's limit. None: the recipe's (small 256, large 128).
-        Encoding later keeps the model's limit.
+    max_seq_length : int or None, default=128
+        Tokens per text while tuning (None: the model's limit). Encoding later keeps the model's limit.
     seed : int, default=0
         Dropout and the batch samples.
     threads : int or None, default=None
@@ -165,12 +160,12 @@ class TuningSettings:
     interpolation: float | None = None
     dropout: bool | None = None
     time_budget_s: float | None = None
-    loss: LossName | None = None
+    loss: LossName = "cosine"
     temperature: float = 0.07
     use_label_names: LabelNamesMode = "auto"
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
-    max_seq_length: int | None = None
+    max_seq_length: int | None = 128
     seed: int = 0
     threads: int | None = None
     precision: PrecisionName = "auto"
@@ -190,8 +185,7 @@ class TuningSettings:
             raise ValueError(f"dropout must be True, False or None. But it was: {self.dropout!r}")
         if self.time_budget_s is not None:
             check_float("time_budget_s", self.time_budget_s, 0.0, 86_400.0)
-        if self.loss is not None:
-            _check_choice("loss", self.loss, get_args(LossName))
+        _check_choice("loss", self.loss, get_args(LossName))
         check_float("temperature", self.temperature, 0.0, 10.0)
         _check_choice("use_label_names", self.use_label_names, get_args(LabelNamesMode))
         if not (isinstance(self.warmup_fraction, (int, float)) and not isinstance(self.warmup_fraction, bool)
@@ -219,8 +213,6 @@ class TuningSettings:
             "batch_tokens": self.batch_tokens if self.batch_tokens is not None else recipe.batch_tokens,
             "interpolation": self.interpolation if self.interpolation is not None else recipe.interpolation,
             "dropout": self.dropout if self.dropout is not None else recipe.dropout,
-            "loss": self.loss if self.loss is not None else recipe.loss,
-            "max_seq_length": self.max_seq_length if self.max_seq_length is not None else recipe.max_seq_length,
         })
 
     def to_dict(self) -> dict[str, Any]:
@@ -817,7 +809,7 @@ def tune_encoder(
     if k > total_layers:
         raise ValueError(f"top_layers must be at most the model's {total_layers} layers. But it was: {k!r}")
     start = total_layers - k
-    max_len = min(int(model.max_seq_length), int(settings.max_seq_length))  # type: ignore[arg-type]
+    max_len = min(int(model.max_seq_length), settings.max_seq_length or int(model.max_seq_length))
     precision = resolve_precision(settings.precision)
     params = [p for layer in layers[start:] for p in layer.parameters()]
     saved_state = [p.detach().clone() for p in params]

@@ -209,7 +209,7 @@ def test_removed_settings_are_refused(gone):
 def test_settings_defaults_and_round_trip():
     defaults = TrainingSettings()
     assert defaults.to_dict() == {"steps": None, "time_budget_s": None, "use_label_names": "auto", "cv_folds": 2,
-                                  "max_seq_length": None, "seed": 42, "num_threads": None, "keep": "best",
+                                  "max_seq_length": 128, "seed": 42, "num_threads": None, "keep": "best",
                                   "long_texts": "END"}
     settings = TrainingSettings(time_budget_s=5.5, steps=8, use_label_names="always", cv_folds=0, num_threads=2,
                                 keep="tuned")
@@ -220,10 +220,9 @@ def test_settings_defaults_and_round_trip():
 
 
 def test_settings_make_the_tuning_settings():
-    auto = TrainingSettings().tuning()  # the recipe decides steps, rate, layers, batches, interpolation, loss, tokens
+    auto = TrainingSettings().tuning()  # the recipe decides steps, rate, layers, batches, interpolation
     assert (auto.time_budget_s, auto.steps, auto.learning_rate, auto.interpolation) == (None, None, None, None)
-    assert (auto.loss, auto.max_seq_length, auto.use_label_names, auto.seed, auto.threads) == (None, None, "auto", 42, None)
-    assert TrainingSettings(max_seq_length=64).tuning().max_seq_length == 64
+    assert (auto.use_label_names, auto.max_seq_length, auto.seed, auto.threads) == ("auto", 128, 42, None)
     tiny = TINY.tuning()
     assert (tiny.time_budget_s, tiny.steps, tiny.use_label_names, tiny.seed, tiny.threads) == (None, 4, "never", 42, 1)
     capped = TrainingSettings(time_budget_s=30, steps=60).tuning()
