@@ -38,9 +38,10 @@ _PARTIAL: Path | None = None
 
 
 def _checkpoint(result: dict) -> None:
-    """Save what a long section has so far; the runner reads it if the section times out."""
+    """Save what a long section has so far; the runner keeps it if the section ends without its result
+    (timed out, or killed: ``__main__.rows_so_far``, which also says why)."""
     if _PARTIAL is not None:
-        write_json(_PARTIAL, {**result, "status": "partial: the section timed out; rows so far",
+        write_json(_PARTIAL, {**result, "status": "partial: rows so far (the section had not ended)",
                               "peak_rss_mb": peak_rss_mb()})
 
 

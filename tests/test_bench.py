@@ -240,7 +240,7 @@ def test_a_section_that_dies_keeps_the_rows_it_checkpointed(tmp_path):
     out = tmp_path / "setfit.json"
     assert rows_so_far(out, "exit -9: ") == {"status": "failed: exit -9: "}
     Path(str(out) + ".partial").write_text(json.dumps({"rows": [{"dataset": "cr", "seed": 0}], "version": "1.2.0",
-                                                       "status": "partial: the section timed out; rows so far"}))
+                                                       "status": "partial: rows so far (the section had not ended)"}))
     kept = rows_so_far(out, "exit -9: ")
     assert kept["rows"] == [{"dataset": "cr", "seed": 0}] and kept["version"] == "1.2.0"
     assert kept["status"] == "partial: the section stopped (exit -9: ); rows so far"
