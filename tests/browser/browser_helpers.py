@@ -125,11 +125,28 @@ def results(page: Page) -> list[dict]:
     return cards
 
 
-def upload_to(page: Page, uploader: Locator, path: Path) -> None:
-    """Through the uploader's button ("Upload", or "Add files" once a file is there) and the file chooser."""
+FILE_CHOOSER_TIMEOUT_MS = 15_000
+
+
+def upload_to(page: Page, uploader: Locator, path: Path, tries: int = 3) -> None:
+    """Through the uploader's button ("Upload", or "Add files" once a file is there) and the file chooser.
+
+    A click that lands while the page is still drawing a run (seen once on a fresh tab, in a full CI run under
+    load) can open no file dialog; so the app is let settle first and the click is tried again, a
+    bounded number of times, before the miss is reported.
+    """
     dropzone = uploader.get_by_test_id("stFileUploaderDropzone")
-    with page.expect_file_chooser() as chooser:
-        dropzone.get_by_role("button", name=re.compile(r"^(Upload|Add files)$")).click()
+    button = dropzone.get_by_role("button", name=re.compile(r"^(Upload|Add files)$"))
+    for attempt in range(1, tries + 1):
+        wait_for_app(page, settle_ms=100)
+        try:
+            with page.expect_file_chooser(timeout=FILE_CHOOSER_TIMEOUT_MS) as chooser:
+                button.click()
+            break
+        except PlaywrightTimeoutError:
+            if attempt == tries:
+                raise AssertionError(f"the uploader's button opened no file dialog in {tries} clicks "
+                                     f"({FILE_CHOOSER_TIMEOUT_MS // 1000} s each)") from None
     chooser.value.set_files(str(path))
     expect(dropzone.get_by_test_id("stFileChip")).to_have_attribute("aria-label", re.compile("^" + re.escape(path.name)))
     wait_for_app(page)
