@@ -139,6 +139,7 @@ def upload_to(page: Page, uploader: Locator, path: Path, tries: int = 3) -> None
     button = dropzone.get_by_role("button", name=re.compile(r"^(Upload|Add files)$"))
     for attempt in range(1, tries + 1):
         wait_for_app(page, settle_ms=100)
+        expect(button).to_be_enabled()  # a missing or disabled button fails here, as itself, and is not retried
         try:
             with page.expect_file_chooser(timeout=FILE_CHOOSER_TIMEOUT_MS) as chooser:
                 button.click()
