@@ -176,8 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_metrics(info.metrics), file=sys.stderr)
     guard = info.metrics.get("guard") or {}
     if guard.get("message"):
-        print(guard["message"] + (" (Train again with --keep tuned to keep it.)" if guard.get("choice") == "untuned"
-                                  else ""), file=sys.stderr)
+        print(guard["message"] + (" (Train again with --keep tuned to keep it.)"
+                                  if guard.get("choice") in ("untuned", "blended") else ""), file=sys.stderr)
     _print_json(info.to_dict())
     return 0
 
@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optional cap in seconds: stop tuning early if the steps would not fit (the result then "
                         "follows the machine's speed; default: no cap)")
     p.add_argument("--keep", choices=["best", "tuned"], default=None,
-                   help="best (default): keep the untuned model when the honest scores say tuning did not help; "
-                        "tuned: keep the tuned one anyway")
+                   help="best (default): keep the untuned model when the honest scores say tuning made it worse, "
+                        "a blend of the two when they tie; tuned: keep the tuned one anyway")
     p.add_argument("--label-names", dest="use_label_names", choices=["auto", "always", "never"], default=None,
                    help="use the label names as extra examples (default auto: when cross-validation says they help)")
     p.add_argument("--cv-folds", type=int, default=None,

@@ -120,9 +120,9 @@ class TuneRequest(BaseModel):
     cv_folds: int | None = Field(default=None, description=f"Folds for the honest scores (default "
                                                            f"{TrainingSettings.cv_folds}; 0 = none).")
     keep: Literal["best", "tuned"] | None = Field(
-        default=None, description="best (default): when the honest scores say tuning did not help, the untuned model "
-                                  "is saved under the name (metrics.guard says so, with both scores); tuned: keep the "
-                                  "tuned one anyway.")
+        default=None, description="best (default): when the honest scores say tuning made it worse, the untuned "
+                                  "model is saved under the name, and when they tie, a blend of the two "
+                                  "(metrics.guard says so, with both scores); tuned: keep the tuned one anyway.")
     long_texts: Literal["END", "WINDOWS"] | None = Field(
         default=None, description="Examples over the model's window: END (default) cut; WINDOWS read whole, in windows, "
                                   "for the head and the scores (classify such a model with truncate WINDOWS).")

@@ -504,14 +504,17 @@ def save_model(name: str, *, config: dict, head_arrays: Mapping[str, np.ndarray]
     return ModelInfo.from_config(name, config)
 
 
-def copy_model(source: Path, name: str, *, replace: bool = False, directory: Path | None = None) -> ModelInfo:
+def copy_model(source: Path, name: str, *, replace: bool = False, directory: Path | None = None,
+               config_changes: Mapping[str, Any] | None = None) -> ModelInfo:
     """Save a copy of the model folder ``source`` (a tuned grid in the cache) as the custom model ``name``.
 
     Under the training lock, like every save into the models folder; ``replace=True`` makes it
-    the next version of an existing model (``save_model``).
+    the next version of an existing model (``save_model``). ``config_changes`` replaces top-level config keys
+    (the page records the user's pick of model in ``metrics``).
     """
     saved = read_folder(source)
-    config = {k: v for k, v in saved.config.items() if k not in ("schema_version", "name", "version")}
+    config = {k: v for k, v in {**saved.config, **(config_changes or {})}.items()
+              if k not in ("schema_version", "name", "version")}
     directory = directory or models_dir()
     with TrainingLock(directory, name):
         return save_model(name, config=config, head_arrays=saved.head_arrays,

@@ -40,6 +40,7 @@ types (``validation``) and the CPU's bf16 check (``embeddings``).
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -76,13 +77,16 @@ class Recipe:
     batch_tokens: int
     interpolation: float
     dropout: bool
+    tie_interpolation: float
+    """Where the blend sits that ``training``'s guard keeps when the honest scores tie: the tuned layers at
+    ``(1 - w) * original + w * tuned`` with this ``w``, nearer the original than ``interpolation``."""
 
 
 RECIPES: dict[str, Recipe] = {
     "small": Recipe(top_layers=4, learning_rate=1e-4, steps=40, batch_tokens=1024, interpolation=0.75,
-                    dropout=True),
+                    dropout=True, tie_interpolation=0.5),
     "large": Recipe(top_layers=6, learning_rate=2e-4, steps=40, batch_tokens=1024, interpolation=0.5,
-                    dropout=True),
+                    dropout=True, tie_interpolation=0.3),
 }
 """``small``: encoders under 50M parameters (MiniLM-L6: 23M); ``large``: the rest (MPNet-base: 110M)."""
 
@@ -952,6 +956,24 @@ def tune_encoder(
         loss_name=settings.loss, n_texts=n, n_label_texts=n_used - n, n_buckets=len(buckets), multi_label=multi,
         used_label_names=bool(evidence.used), label_names=evidence, losses=tuple(round(v, 6) for v in losses),
     )
+
+
+def blend_encoders(original: SentenceTransformer, tuned: SentenceTransformer, fraction: float) -> SentenceTransformer:
+    """A new encoder ``fraction`` of the way from ``original`` to ``tuned``, weight by weight (WiSE-FT again:
+    ``original + fraction * (tuned - original)``); both are left as they were.
+
+    ``tuned`` must be ``original`` tuned by ``tune_encoder`` (the same architecture); a tuning that ended at
+    interpolation ``a`` blended by ``fraction`` is the tuning that would have ended at ``fraction * a``.
+    """
+    check_float("fraction", fraction, 0.0, 1.0, low_open=False)
+    blended = copy.deepcopy(tuned)
+    originals = dict(original.named_parameters())
+    with torch.no_grad():
+        for name, p in blended.named_parameters():
+            start = originals[name].to(p.dtype)
+            p.copy_(start + fraction * (p - start))
+    blended.eval()
+    return blended
 
 
 def _per_token(durations: Sequence[float], tokens: Sequence[int]) -> float:

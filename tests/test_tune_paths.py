@@ -131,7 +131,7 @@ def test_the_tuned_grid_cache_keeps_only_the_newest_tunings(tmp_path):
     """Each tuned grid is a whole encoder (90 MB small, 420 MB large): the cache keeps the newest few."""
     import os
 
-    from playground.training import KEEP_TUNED_GRIDS, LEFTOVER_AGE_S, prune_tuned_grids
+    from playground.training import BLEND_SUFFIX, KEEP_TUNED_GRIDS, LEFTOVER_AGE_S, prune_tuned_grids
 
     now = time.time()
     grids = []
@@ -141,13 +141,20 @@ def test_the_tuned_grid_cache_keeps_only_the_newest_tunings(tmp_path):
         (folder / "body" / "model.safetensors").write_bytes(b"x" * 100)
         os.utime(folder, (now - age * 60, now - age * 60))
         grids.append(folder)
+    newest_blend, oldest_blend, orphan = (tmp_path / f"{name}{BLEND_SUFFIX}" for name in
+                                          ("grid-0", f"grid-{KEEP_TUNED_GRIDS + 1}", "grid-gone"))
+    for folder in (newest_blend, oldest_blend, orphan):  # a blend (made on a tie) goes with its grid
+        folder.mkdir()
+        os.utime(folder, (now, now))
     killed = tmp_path / ".tmp-grid-old-1234"
     live = tmp_path / ".tmp-grid-new-5678"
     for folder, age in ((killed, LEFTOVER_AGE_S + 60), (live, 5)):
         folder.mkdir()
         os.utime(folder, (now - age, now - age))
     removed = prune_tuned_grids(directory=tmp_path)
-    assert sorted(removed) == sorted([g.name for g in grids[KEEP_TUNED_GRIDS:]] + [killed.name])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([g.name for g in grids[:KEEP_TUNED_GRIDS]] + [live.name])
+    assert sorted(removed) == sorted([g.name for g in grids[KEEP_TUNED_GRIDS:]]
+                                     + [oldest_blend.name, orphan.name, killed.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([g.name for g in grids[:KEEP_TUNED_GRIDS]]
+                                                                + [newest_blend.name, live.name])
     assert prune_tuned_grids(directory=tmp_path) == []  # nothing more to do
     assert prune_tuned_grids(directory=tmp_path / "absent") == []

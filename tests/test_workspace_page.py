@@ -280,3 +280,47 @@ def test_the_label_next_pool_and_its_decisions_come_back_in_a_new_tab(workspaces
     assert [p.n_examples for p in again.session_state["label_curve"]] == [13]
     saved(again)
     assert [p.name for p in (workspaces_folder / "labelling").iterdir() if p.name.startswith("pool-")]  # written once
+
+
+def test_on_a_tie_the_page_classifies_with_the_blend_and_the_user_can_take_either_model(workspaces_folder, tmp_path,
+                                                                                        monkeypatch):
+    """The guard's third choice on the page: a tuning whose honest scores tie answers with the blend (cached
+    beside the tuned folder), says so, and offers the tuned and the untuned model; the pick is what Classify uses
+    and what is saved."""
+    from fixtures.trained_models import LEVEL_EXAMPLES
+
+    from playground.engine import load_folder
+    from playground.training import BLEND_SUFFIX
+
+    monkeypatch.setenv(store.MODELS_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.setenv("CLASSIFY_CACHE_DIR", str(tmp_path / "cache"))
+    tuned, folder = tune_grid(LEVEL_EXAMPLES, "small", settings=TrainingSettings(steps=4, cv_folds=2, num_threads=1))
+    blend_folder = folder.with_name(folder.name + BLEND_SUFFIX)
+    assert tuned.choice == "blended" and blend_folder.is_dir()
+    inputs = ["Cherries and plums in a basket", "The train left the station"]
+    create_workspace("level-ws", Workspace(**{**Workspace.from_preset(SEED).__dict__, "inputs": "\n".join(inputs),
+                                              "examples": [(t, label, "") for t, label in LEVEL_EXAMPLES],
+                                              "tuned_grid": grid_key(LEVEL_EXAMPLES, "small")}))
+    at = tab("level-ws")
+    assert not at.exception
+    status = " ".join(s.value for s in at.success)
+    assert "scored the same" in status and "Classify uses the blend of tuned and untuned" in status, status
+    assert {b.label for b in at.button} >= {"Use the tuned model anyway", "Use the untuned model anyway"}
+    click(at, "Classify")
+    assert not at.exception and not at.error
+    expected = load_folder(blend_folder).classify(inputs)
+    assert [r.confidence for r in at.session_state["classify_results"]] == pytest.approx(
+        [r.confidence for r in expected])
+
+    click(at, "Use the tuned model anyway")
+    assert "Classify uses the tuned model" in " ".join(s.value for s in at.success)
+    assert "Use the blend of tuned and untuned" in {b.label for b in at.button}
+    click(at, "Classify")
+    expected = load_folder(folder).classify(inputs)
+    assert [r.confidence for r in at.session_state["classify_results"]] == pytest.approx(
+        [r.confidence for r in expected])
+    at.text_input(key="classify_tune_name").set_value("level-tuned")
+    click(at, "Save as custom model")
+    assert "Saved the tuned model as **level-tuned**" in at.success[0].value
+    guard = store.read_model("level-tuned").config["metrics"]["guard"]
+    assert (guard["choice"], guard["chosen_by"]) == ("tuned", "user")  # what the folder holds, and who chose it

@@ -29,6 +29,7 @@ from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import copy_model, list_models
 from playground.training import (
+    BLEND_SUFFIX,
     KEEP_TUNED_GRIDS,
     TrainingSettings,
     TunedModel,
@@ -134,13 +135,20 @@ class TuneJob(BackgroundJob):
     tuned: TunedModel | None = None
     folder: Path | None = None
     choice: str | None = None
-    """The user's pick, "tuned" or "untuned"; None follows the guard (the honest scores)."""
+    """The user's pick, "tuned", "untuned" or "blended"; None follows the guard (the honest scores)."""
     restored: dict | None = None
     """The cached folder's config when the job was read back from a workspace (no ``tuned`` in memory then)."""
 
     @property
     def metrics(self) -> dict:
         return self.tuned.metrics if self.tuned is not None else self.restored["metrics"]
+
+    @property
+    def choices(self) -> list[str]:
+        """What this tuning can answer with (a blend only when the guard made one)."""
+        if self.tuned is not None:
+            return self.tuned.choices
+        return ["tuned", "untuned"] + (["blended"] if self.folder_for("blended").is_dir() else [])
 
     @property
     def in_use(self) -> str:
@@ -150,7 +158,11 @@ class TuneJob(BackgroundJob):
         if self.tuned is not None:
             return self.tuned.choice
         guard = (self.restored or {}).get("metrics", {}).get("guard") or {}
-        return "untuned" if guard.get("choice") == "untuned" else "tuned"
+        return guard["choice"] if guard.get("choice") in self.choices else "tuned"
+
+    def folder_for(self, choice: str) -> Path:
+        """The cached folder Classify loads for ``choice`` ("tuned" or "blended")."""
+        return self.folder.with_name(self.folder.name + BLEND_SUFFIX) if choice == "blended" else self.folder
 
 
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
@@ -175,7 +187,7 @@ def tuned_for(examples: list[Example], model: str, descriptions: dict[str, str])
         return None
     if job.key != grid_key(examples, model, descriptions) or not job.folder.is_dir():  # pruned by a newer tuning
         return None
-    return job if job.in_use == "tuned" else None
+    return job if job.in_use != "untuned" and job.folder_for(job.in_use).is_dir() else None
 
 
 def save_tuned_model() -> None:
@@ -187,14 +199,22 @@ def save_tuned_model() -> None:
         if job.tuned is None and job.in_use == "untuned":
             raise ValidationError("this tuning was reopened from a saved workspace, which keeps only the tuned model: "
                                   "tune again to save the untuned one, or choose the tuned model to save it")
-        # a tuning read back from a workspace is only on disk: its cached folder is copied
-        info = (save_tuned(job.tuned.with_choice(job.in_use) if job.choice else job.tuned, name)
-                if job.tuned is not None else copy_model(job.folder, name, replace=True))
+        if job.tuned is not None:
+            info = save_tuned(job.tuned.with_choice(job.in_use) if job.choice else job.tuned, name)
+        else:  # a tuning read back from a workspace is only on disk: its cached folder is copied, the pick noted
+            guard = {**(job.metrics.get("guard") or {}), "choice": job.in_use,
+                     **({"chosen_by": "user"} if job.choice else {})}
+            info = copy_model(job.folder_for(job.in_use), name, replace=True,
+                              config_changes={"metrics": {**job.metrics, "guard": guard}})
         version = f" (version {info.version}; the earlier versions are on the Models page)" if info.version > 1 else ""
-        st.session_state.classify_notice = ("success", f"Saved the {job.in_use} model as **{info.name}**{version}: "
-                                            "pick it in Model, or call it by name from the API and CLI.")
+        st.session_state.classify_notice = ("success", f"Saved {CHOICE_NAMES[job.in_use]} as **{info.name}**"
+                                            f"{version}: pick it in Model, or call it by name from the API and CLI.")
     except (ValidationError, LookupError, ValueError, OSError) as exc:
         st.session_state.classify_notice = ("error", problem_list("Could not save:", problems_of(exc)))
+
+
+CHOICE_NAMES = {"tuned": "the tuned model", "untuned": "the untuned model",
+                "blended": "the blend of tuned and untuned"}
 
 
 @st.fragment(run_every=1.0)
@@ -222,15 +242,14 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
     folds = metrics["validation"].get("folds")
     how = f" ({folds} folds, each tuned without the examples it is scored on)" if folds else ""
     took = f"Tuned in {metrics['training_seconds']:.0f} s. {guard.get('message', '')}{how}"
-    if job.in_use == "tuned":
-        st.success(took + " **Classify uses the tuned model.**")
-    else:
-        st.warning(took + " **Classify uses the untuned model.**")
-    other = "untuned" if job.in_use == "tuned" else "tuned"
-    st.button(f"Use the {other} model" + (" anyway" if other != guard.get("choice", "tuned") else ""),
-              key="classify_tune_switch", on_click=lambda: setattr(job, "choice", other))
+    in_use = CHOICE_NAMES[job.in_use]
+    (st.warning if job.in_use == "untuned" else st.success)(f"{took} **Classify uses {in_use}.**")
+    others = [c for c in job.choices if c != job.in_use]
+    for column, other in zip(st.columns(len(others)) if others else [], others):
+        column.button(f"Use {CHOICE_NAMES[other]}" + (" anyway" if other != guard.get("choice", "tuned") else ""),
+                      key=f"classify_tune_use_{other}", on_click=lambda other=other: setattr(job, "choice", other))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.text_input(f"Save the {job.in_use} model as", key="classify_tune_name", placeholder="review-sentiment")
+    left.text_input(f"Save {in_use} as", key="classify_tune_name", placeholder="review-sentiment")
     right.button("Save as custom model", on_click=save_tuned_model, width="stretch")
 
 
@@ -487,7 +506,7 @@ if st.button("Classify", type="primary"):
         with st.spinner(spinner or "Classifying…"):
             if tuned is not None:  # this grid was tuned: the tuned encoder and its head answer
                 check_inputs(inputs, max_inputs=None)
-                tuned_model = load_folder(tuned.folder, precision=precision)
+                tuned_model = load_folder(tuned.folder_for(tuned.in_use), precision=precision)
                 encoder = tuned_model.encoder
                 results = with_unknown(tuned_model.classify(inputs, truncate=truncate), unknown_below)
                 st.session_state.classify_results = (with_explanations(tuned_model, results, truncate=truncate)

@@ -74,8 +74,9 @@ def show_metrics(metrics: dict) -> None:
                f"({metrics.get('steps')} tuning steps"
                + (", label names used" if metrics.get("used_label_names") else "") + ").")
     guard = metrics.get("guard") or {}
-    if guard.get("choice") == "untuned":
-        st.warning(guard.get("message", "") + " This model answers with the untuned encoder; train again with "
+    if guard.get("choice") in ("untuned", "blended"):
+        encoder = "the untuned encoder" if guard["choice"] == "untuned" else "a blend of the tuned and untuned encoders"
+        st.warning(guard.get("message", "") + f" This model answers with {encoder}; train again with "
                    "Keep = the tuned model, always, to keep the tuned one.")
     elif guard.get("message"):
         st.caption(guard["message"])
@@ -214,7 +215,8 @@ with st.form("models_train", border=True):
         steps = st.number_input("Tuning steps (0 = the recipe's default for the model)", 0, 1000, 0,
                                 help="Fixed before tuning starts: the same examples give the same model.")
         keep = st.selectbox("Keep", ["best", "tuned"], format_func=lambda k: {
-            "best": "the better of tuned and untuned (by the honest scores)", "tuned": "the tuned model, always"}[k])
+            "best": "the better of tuned and untuned (by the honest scores; a blend on a tie)",
+            "tuned": "the tuned model, always"}[k])
         label_names = st.selectbox("Use the label names", ["auto", "always", "never"],
                                    help="auto: only when cross-validation on your examples says they help")
         cv_folds = st.number_input("Cross-validation folds for the scores (0 = no scores, faster)", 0, 10,
