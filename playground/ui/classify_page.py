@@ -29,13 +29,13 @@ from playground.label_next import DEFAULT_TARGET_PRECISION, choose_threshold
 from playground.presets import DEFAULT_PRESET, list_presets, load_preset
 from playground.store import copy_model, list_models
 from playground.training import (
-    BLEND_SUFFIX,
     KEEP_TUNED_GRIDS,
     TrainingSettings,
     TunedModel,
     grid_key,
     save_tuned,
     tune_grid,
+    tuned_grid_folder,
 )
 from playground.ui.evaluate_panel import render_evaluate
 from playground.ui.label_next_panel import render_label_next
@@ -162,7 +162,7 @@ class TuneJob(BackgroundJob):
 
     def folder_for(self, choice: str) -> Path:
         """The cached folder Classify loads for ``choice`` ("tuned" or "blended")."""
-        return self.folder.with_name(self.folder.name + BLEND_SUFFIX) if choice == "blended" else self.folder
+        return tuned_grid_folder(self.key, choice)
 
 
 def start_tuning(examples: list[Example], model: str, descriptions: dict[str, str]) -> None:
