@@ -31,8 +31,8 @@ from pathlib import Path
 from .common import ROOT, Config, machine, run_python, write_json
 from .report import write_report
 
-SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time", "multilabel",
-                 "setfit", "active", "explain", "long", "long_tuned")
+SECTION_ORDER = ("accuracy", "latency", "coldstart", "throughput", "http", "trained", "guard", "training_time",
+                 "multilabel", "setfit", "active", "explain", "long", "long_tuned")
 """Cheap sections first, model training next: a run cut short still has the serving numbers. The label-next
 simulation (10-20 min on 2 shared cores) and the explanations' deletion test (issue #26, 3-5 min) come last,
 so they never push an older section out of the budget."""

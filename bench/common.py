@@ -31,7 +31,7 @@ MULTI_LABEL_SET = "goemotions"
 ECE_BINS = 15
 QUICK_MAX_STEPS = 10
 """--quick times one small training with a quarter of the default steps: the harness, not the figure."""
-FULL_ONLY = ("trained", "setfit", "multilabel", "long_tuned")
+FULL_ONLY = ("trained", "guard", "setfit", "multilabel", "long_tuned")
 """Sections that train models (minutes each): left out of --quick, which times one training instead."""
 
 

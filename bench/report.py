@@ -159,6 +159,79 @@ def tuning_tables(results: dict, summary: dict) -> list[str]:
     return L
 
 
+def guard_summary(results: dict) -> dict:
+    """Per model and set, what the guard keeps on each draw that has both its honest scores (the guard section) and
+    the trained rows of the same draw (tuned at the recipe's mix, untuned, and the blend's mix), chosen by the
+    product's own ``training.guard_decision``; *cost*: draws where it kept a model more than 2 points below the
+    tuned one, *catch*: where it kept one more than 2 points above."""
+    from playground.training import guard_decision
+
+    trained = (results["sections"].get("trained") or {}).get("rows", [])
+    by_alpha = {(r["model"], r["dataset"], r["seed"], r["alpha"]): r for r in trained}
+    recipe = {(r["model"], r["dataset"], r["seed"]): r for r in trained if r.get("recipe")}
+    draws: dict[tuple, list[dict]] = defaultdict(list)
+    for g in (results["sections"].get("guard") or {}).get("rows", []):
+        key = (g["model"], g["dataset"], g["seed"])
+        tuned, blend = recipe.get(key), by_alpha.get((*key, g["blend_alpha"]))
+        if tuned is None or blend is None:
+            continue
+        choice = guard_decision({"accuracy": g["cv_tuned"]}, {"accuracy": g["cv_untuned"]}, "best",
+                                scored_on="cross-validated")["choice"]
+        acc = {"tuned": 100 * tuned["accuracy"], "untuned": 100 * tuned["untuned_accuracy"],
+               "blended": 100 * blend["accuracy"]}
+        draws[key[:2]].append({"seed": key[2], "choice": choice, "kept": acc[choice], **acc,
+                               "fold_seconds": g.get("fold_seconds")})
+    out: dict[str, Any] = {}
+    for (model, dataset), rs in sorted(draws.items()):
+        gap = [r["kept"] - r["untuned"] for r in rs]
+        worst = int(np.argmin(gap))
+        out.setdefault(model, {})[dataset] = {
+            "seeds": sorted(r["seed"] for r in rs),
+            **{k: round(float(np.mean([r[k] for r in rs])), 2) for k in ("untuned", "tuned", "kept")},
+            "kept_worst_vs_untuned": round(float(gap[worst]), 2), "kept_worst_seed": rs[worst]["seed"],
+            "choices": {c: sum(r["choice"] == c for r in rs) for c in ("tuned", "blended", "untuned")},
+            "cost": sum(r["tuned"] - r["kept"] > 2 for r in rs), "catch": sum(r["kept"] - r["tuned"] > 2 for r in rs),
+            "fold_seconds_mean": round(float(np.mean([r["fold_seconds"] or np.nan for r in rs])), 1)}
+    return out
+
+
+def guard_tables(summary: dict, source: str | None = None) -> list[str]:
+    if not summary:
+        return []
+    L = ["### What the guard keeps (Tune, `train`, `/v1/tune`)", "",
+         "The same draws as above where the guard section has the honest scores: the product's own cross-validation "
+         "(each fold tuned without the examples it scores, the untuned head on the same folds) and "
+         "`training.guard_decision`: higher → the tuned model, lower → the untuned one, level → the blend (the "
+         "tuned layers at `Recipe.tie_interpolation`, the mix α column of that value). *kept*: the test accuracy "
+         "of what it keeps; *cost* / *catch*: draws where that is more than 2 points below / above the tuned model.",
+         ""] + ([f"Where these rows come from: {source}", ""] if source else [])
+    for model, sets in summary.items():
+        L += [f"#### {model}", "", "| set | seeds | untuned | tuned | kept: mean / worst vs untuned (seed) | "
+              "tuned / blend / untuned kept | cost | catch | folds s, one core |", "|---|---|---|---|---|---|---|---|---|"]
+        for dataset, e in sets.items():
+            c = e["choices"]
+            L.append(f"| {dataset} | {','.join(map(str, e['seeds']))} | {e['untuned']:.1f} | {e['tuned']:.1f} | "
+                     f"{e['kept']:.1f} / {e['kept_worst_vs_untuned']:+.1f} ({e['kept_worst_seed']}) | "
+                     f"{c['tuned']} / {c['blended']} / {c['untuned']} | {e['cost']} | {e['catch']} | "
+                     f"{e['fold_seconds_mean']:.0f} |")
+        means = {k: np.mean([e[k] for e in sets.values()]) for k in ("untuned", "tuned", "kept")}
+        L += ["", f"Mean over the {len(sets)} sets: untuned {means['untuned']:.2f}, tuned {means['tuned']:.2f}, "
+                  f"kept {means['kept']:.2f}.", ""]
+    return L
+
+
+def guard_targets(summary: dict) -> list[str]:
+    out = []
+    for model, sets in summary.items():
+        worst = {d: e["kept_worst_vs_untuned"] for d, e in sets.items()}
+        low = [f"{d} {w:+.1f} (seed {sets[d]['kept_worst_seed']})" for d, w in worst.items()
+               if w < -TUNING_MARKS["worst_seed_below_untuned"]]
+        out.append(_target(f"no seed more than 2 below its untuned result with the guard, {model} "
+                           f"({len(sets)} sets)", "0 seeds", f"worst {min(worst.values()):+.1f} "
+                           f"({min(worst, key=worst.get)})", not low, ", ".join(low)))
+    return out
+
+
 def tuning_targets(summary: dict) -> list[str]:
     out = []
     m = TUNING_MARKS
@@ -698,6 +771,9 @@ def write_report(results: dict, out: Path) -> None:
         L += _section_note(name, s.get(name))
     summary["tuning"] = tuning_summary(results)
     L += tuning_tables(results, summary["tuning"])
+    L += _section_note("guard", s.get("guard")) if s.get("guard") else []
+    summary["guard"] = guard_summary(results)
+    L += guard_tables(summary["guard"], (s.get("guard") or {}).get("source"))
     setfit_rows = (s.get("setfit") or {}).get("rows", [])
     if setfit_rows:
         st = (s.get("setfit") or {}).get("settings", {})
@@ -915,6 +991,7 @@ def _targets(results: dict, summary: dict) -> list[str]:
     acc = summary.get("accuracy", {})
 
     out += tuning_targets(summary.get("tuning", {}))
+    out += guard_targets(summary.get("guard", {}))
     instant = acc.get(f"instant/small/{_default_precision(results)}", {}).get("8", {})
     if instant:
         mean = float(np.mean(list(instant.values())))

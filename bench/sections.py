@@ -215,6 +215,22 @@ def trained(cfg: dict) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
+@section("guard")
+def guard_scores(cfg: dict) -> dict:
+    """Issue #24: the guard's honest scores on the trained section's draws (``bench.tuned_eval.guard_rows``: the
+    product's own cross-validation, one thread, folds in turn); the report joins them with the trained rows to
+    say which model Tune and ``train`` would keep and what it scores."""
+    from .tuned_eval import guard_rows
+
+    rows: list[dict] = []
+    for model in [m for m in cfg["trained_models"] if m == "small" or cfg["large"]]:
+        for name in cfg["trained_datasets"]:
+            ds = load_single_label(cfg["data"], name, 1)  # the folds use the training split only
+            guard_rows(model, ds, cfg["trained_seeds"], cfg["trained_n"],
+                       on_row=lambda r: (rows.append(r), _checkpoint({"rows": rows})))
+    return {"rows": rows}
+
+
 # ----------------------------------------------------------------------------------------------
 # The setfit library, its defaults, on the same small base model
 

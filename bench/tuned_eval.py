@@ -65,7 +65,7 @@ def tuned_rows(model_name: str, ds, seeds: list[int], n: int, alphas: list[float
     test_buckets, test_frozen = capture(base, ds.test_texts, start, max_len=full)
     cache_s = time.perf_counter() - t0
     X_test0 = torch.nn.functional.normalize(test_frozen, dim=1).numpy()
-    wanted = sorted(set(alphas) | {recipe.interpolation})
+    wanted = sorted(set(alphas) | {recipe.interpolation, recipe.tie_interpolation})  # the guard's blend too
     rows = []
     for seed in seeds:
         idx = sample_per_label(ds.train_labels, n, seed)
@@ -102,6 +102,33 @@ def tuned_rows(model_name: str, ds, seeds: list[int], n: int, alphas: list[float
                 p.copy_(a)
         del tuned
     del base
+    return rows
+
+
+def guard_rows(model_name: str, ds, seeds: list[int], n: int, *, threads: int = 1,
+               on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """The guard's honest scores on the trained rows' draws: per seed, the product's own cross-validation
+    (``training.cross_validate`` with ``TrainingSettings()``'s folds: each fold tunes a copy without the examples
+    it scores) beside the untuned head on the same folds. Which model the guard keeps, and its test accuracy, the
+    report reads from these scores and the trained rows of the same draw (``report.guard_summary``)."""
+    from playground.training import TrainingSettings, cross_validate, load_base, load_training_data
+    from playground.tuning import recipe_for
+
+    base = load_base(model_name)
+    settings = TrainingSettings(num_threads=threads)
+    rows = []
+    for seed in seeds:
+        idx = sample_per_label(ds.train_labels, n, seed)
+        data = load_training_data([(ds.train_texts[i], ds.train_labels[i]) for i in idx])
+        t0 = time.perf_counter()
+        trained, baseline, folds = cross_validate(base, data, settings)
+        row = {"method": "guard", "model": model_name, "dataset": ds.name, "n": n, "seed": seed, "n_train": len(idx),
+               "folds": folds, "cv_tuned": trained["accuracy"], "cv_untuned": baseline["accuracy"],
+               "tuned_log_loss": trained.get("log_loss"), "untuned_log_loss": baseline.get("log_loss"),
+               "blend_alpha": recipe_for(base).tie_interpolation, "fold_seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 

@@ -49,12 +49,12 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_section(quick_run):
     out, results = quick_run
     sections = results["sections"]
-    assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "training_time",
-                              "multilabel", "setfit", "active", "explain", "long", "long_tuned"]
+    assert list(sections) == ["accuracy", "latency", "coldstart", "throughput", "http", "trained", "guard",
+                              "training_time", "multilabel", "setfit", "active", "explain", "long", "long_tuned"]
     for name in ("accuracy", "latency", "throughput", "active", "explain", "long"):
         assert sections[name]["status"] == "ok", sections[name]
         assert 50 < sections[name]["peak_rss_mb"] < 4000
-    for name in ("trained", "setfit", "multilabel", "coldstart", "http", "long_tuned"):
+    for name in ("trained", "guard", "setfit", "multilabel", "coldstart", "http", "long_tuned"):
         assert sections[name]["status"].startswith("not run"), sections[name]
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
     report = (out / "BENCHMARKS.md").read_text()
@@ -186,6 +186,35 @@ def test_tuned_rows_give_the_recipe_and_its_neighbours_from_one_tuning(tuned_fix
     for r in rows:
         assert 0.0 <= r["accuracy"] <= 1.0 and r["n_train"] == 8 and r["n_test"] == 20
         assert r["untuned_accuracy"] >= 0.7  # the fixture is easy for the untuned head too
+
+
+def test_the_guard_section_scores_the_draws_honestly_and_the_report_keeps_what_the_guard_keeps(tuned_fixture_rows):
+    """The guard section's harness (the product's own cross-validation) on the trained rows' draw, and the report's
+    join: the model the guard picks from those scores, and that model's test accuracy from the trained rows."""
+    from bench.common import load_single_label
+    from bench.report import guard_summary, guard_tables, guard_targets
+    from bench.tuned_eval import guard_rows
+
+    from playground.training import guard_decision
+    from playground.tuning import RECIPES
+
+    rows = guard_rows("small", load_single_label(DATA, "reviews", 1), [0], 4)
+    (row,) = rows
+    assert (row["method"], row["dataset"], row["seed"], row["n_train"], row["folds"]) == ("guard", "reviews", 0, 8, 2)
+    assert 0.0 <= row["cv_tuned"] <= 1.0 and 0.0 <= row["cv_untuned"] <= 1.0
+    assert row["blend_alpha"] == RECIPES["small"].tie_interpolation
+    assert row["blend_alpha"] in {r["alpha"] for r in tuned_fixture_rows}  # the trained rows carry the blend's mix
+    summary = guard_summary({"sections": {"trained": {"rows": tuned_fixture_rows}, "guard": {"rows": rows}}})
+    entry = summary["small"]["reviews"]
+    choice = guard_decision({"accuracy": row["cv_tuned"]}, {"accuracy": row["cv_untuned"]}, "best",
+                            scored_on="")["choice"]
+    alpha = {"tuned": RECIPES["small"].interpolation, "blended": row["blend_alpha"], "untuned": None}[choice]
+    by_alpha = {r["alpha"]: r for r in tuned_fixture_rows}
+    expected = 100 * (by_alpha[RECIPES["small"].interpolation]["untuned_accuracy"] if alpha is None
+                      else by_alpha[alpha]["accuracy"])
+    assert entry["seeds"] == [0] and entry["choices"][choice] == 1 and entry["kept"] == pytest.approx(expected, abs=0.01)
+    assert any(line.startswith("| reviews | 0 |") for line in guard_tables(summary))
+    assert "with the guard, small (1 sets)" in guard_targets(summary)[0]
 
 
 def test_merge_joins_shards_and_the_report_reads_the_tuned_rows(tuned_fixture_rows, tmp_path):
