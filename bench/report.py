@@ -207,7 +207,7 @@ def guard_tables(summary: dict, source: str | None = None) -> list[str]:
          ""] + ([f"Where these rows come from: {source}", ""] if source else [])
     for model, sets in summary.items():
         L += [f"#### {model}", "", "| set | seeds | untuned | tuned | kept: mean / worst vs untuned (seed) | "
-              "tuned / blend / untuned kept | cost | catch | folds s, one core |", "|---|---|---|---|---|---|---|---|---|"]
+              "tuned / blend / untuned kept | cost | catch | folds s, one core |", "|---" * 9 + "|"]
         for dataset, e in sets.items():
             c = e["choices"]
             L.append(f"| {dataset} | {','.join(map(str, e['seeds']))} | {e['untuned']:.1f} | {e['tuned']:.1f} | "

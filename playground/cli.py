@@ -176,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_metrics(info.metrics), file=sys.stderr)
     guard = info.metrics.get("guard") or {}
     if guard.get("message"):
-        print(guard["message"] + (" (Train again with --keep tuned to keep it.)"
+        print(guard["message"] + (" (Train again with --keep tuned to keep the tuned one.)"
                                   if guard.get("choice") in ("untuned", "blended") else ""), file=sys.stderr)
     _print_json(info.to_dict())
     return 0
