@@ -324,3 +324,7 @@ def test_on_a_tie_the_page_classifies_with_the_blend_and_the_user_can_take_eithe
     assert "Saved the tuned model as **level-tuned**" in at.success[0].value
     guard = store.read_model("level-tuned").config["metrics"]["guard"]
     assert (guard["choice"], guard["chosen_by"]) == ("tuned", "user")  # what the folder holds, and who chose it
+    models = AppTest.from_file(APP, default_timeout=180)
+    models.switch_page("playground/ui/models_page.py").run()
+    assert not models.exception and not models.warning  # the Models page does not say it answers with the blend
+    assert any("Chosen by hand: this model answers with the tuned encoder." in c.value for c in models.caption)

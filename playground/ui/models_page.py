@@ -74,8 +74,11 @@ def show_metrics(metrics: dict) -> None:
                f"({metrics.get('steps')} tuning steps"
                + (", label names used" if metrics.get("used_label_names") else "") + ").")
     guard = metrics.get("guard") or {}
-    if guard.get("choice") in ("untuned", "blended"):
-        encoder = "the untuned encoder" if guard["choice"] == "untuned" else "a blend of the tuned and untuned encoders"
+    encoder = {"tuned": "the tuned encoder", "untuned": "the untuned encoder",
+               "blended": "a blend of the tuned and untuned encoders"}.get(guard.get("choice", "tuned"), "")
+    if guard.get("chosen_by") == "user":  # the message is the scores' word; the pick was the user's
+        st.caption(f"{guard.get('message', '')} Chosen by hand: this model answers with {encoder}.")
+    elif guard.get("choice") in ("untuned", "blended"):
         st.warning(guard.get("message", "") + f" This model answers with {encoder}; train again with "
                    "Keep = the tuned model, always, to keep the tuned one.")
     elif guard.get("message"):
