@@ -882,8 +882,8 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     blend = blend_head = None
     if guard["choice"] == "blended":  # the tuned layers at the recipe's tie interpolation instead of its own
         tie_w = recipe_for(base).tie_interpolation
-        applied = tuned_report.interpolation
-        blend = blend_encoders(base, body, min(1.0, tie_w / applied) if applied > 0 else 0.0)
+        applied = tuned_report.interpolation  # in (0, 1]: TuningSettings refuses 0
+        blend = blend_encoders(base, body, min(1.0, tie_w / applied))
         blend_head = fit_head(everything, embed_with(blend, texts, windows=settings.windows))
         guard["blend_interpolation"] = min(tie_w, applied)
     metrics = {
