@@ -2,8 +2,8 @@
 
 The product's own ``tuning.tune_encoder`` tunes the encoder (the recipe's settings, ``seed`` 42 as
 ``TrainingSettings`` has it) with ``interpolation=1.0``; the recipe's WiSE-FT mix and the other mixes in
-``alphas`` are then set on the tuned layers exactly as ``tune_encoder`` sets its own at its end
-(``original + alpha * (tuned - original)``), so one tuning gives the product's row and its neighbours.
+``alphas`` are then set on the tuned layers by the step ``tune_encoder`` ends with (``tuning.interpolate_weights``:
+``original + alpha * (tuned - original)``), so one tuning gives the product's row and its neighbours.
 Embeddings come from the frozen lower layers cached once per set (the test rows at the model's full window,
 as ``classify`` reads them) and the top layers run on them (``tuning.run_top``: the same embeddings as the
 model's own forward to a cosine of 0.9999, tested in tests/test_tuning.py). The head is the product's
@@ -51,7 +51,8 @@ def tuned_rows(model_name: str, ds, seeds: list[int], n: int, alphas: list[float
 
     from playground.classifier import FewShotClassifier
     from playground.training import load_base
-    from playground.tuning import TuningSettings, capture, encoder_layers, recipe_for, tune_encoder
+    from playground.tuning import (TuningSettings, capture, encoder_layers, interpolate_weights, recipe_for,
+                                   tune_encoder)
 
     base = load_base(model_name)
     recipe = recipe_for(base)
@@ -79,9 +80,7 @@ def tuned_rows(model_name: str, ds, seeds: list[int], n: int, alphas: list[float
         load_after = round(os.getloadavg()[0], 2)
         tuned = [p.detach().clone() for p in params]
         for alpha in wanted:
-            with torch.no_grad():
-                for p, a, b in zip(params, original, tuned):
-                    p.copy_(a + alpha * (b - a))
+            interpolate_weights(params, original, tuned, alpha)
             head = FewShotClassifier().fit(_embed(base, train_buckets, start, len(texts)), y)
             scores = _scores(ds.test_labels, head.classes_,
                              head.predict_proba(_embed(base, test_buckets, start, len(ds.test_texts))))

@@ -928,10 +928,8 @@ def tune_encoder(
                     left = 0.0
                 if progress is not None:
                     progress(TuningProgress(step, total, time.monotonic() - started, left, losses[-1]))
-        with torch.no_grad():  # WiSE-FT: part of the way back to the original weights
-            for p, saved in zip(params, saved_state):
-                if alpha < 1.0:
-                    p.copy_(saved.to(p.dtype) + alpha * (p - saved.to(p.dtype)))
+        if alpha < 1.0:  # WiSE-FT: part of the way back to the original weights
+            interpolate_weights(params, saved_state, params, alpha)
     except BaseException:
         with torch.no_grad():
             for p, saved in zip(params, saved_state):
@@ -968,12 +966,25 @@ def blend_encoders(original: SentenceTransformer, tuned: SentenceTransformer, fr
     check_float("fraction", fraction, 0.0, 1.0, low_open=False)
     blended = copy.deepcopy(tuned)
     originals = dict(original.named_parameters())
-    with torch.no_grad():
-        for name, p in blended.named_parameters():
-            start = originals[name].to(p.dtype)
-            p.copy_(start + fraction * (p - start))
+    names, params = zip(*blended.named_parameters())
+    interpolate_weights(params, [originals[name] for name in names], params, fraction)
     blended.eval()
     return blended
+
+
+def interpolate_weights(targets: Sequence[torch.Tensor], starts: Sequence[torch.Tensor],
+                        ends: Sequence[torch.Tensor], fraction: float) -> None:
+    """Set each target, in place, ``fraction`` of the way from its start to its end: ``start + fraction * (end -
+    start)``, in the target's dtype (WiSE-FT, Wortsman et al. 2022). The one place this step is written:
+    ``tune_encoder`` ends with it (ends are the tuned weights themselves), ``blend_encoders`` makes the guard's
+    blend with it, and the benchmark scores its mixes with it. An end may be its own target."""
+    if not len(targets) == len(starts) == len(ends):
+        raise ValueError(f"interpolate_weights needs as many starts and ends as targets: got {len(targets)} targets, "
+                         f"{len(starts)} starts and {len(ends)} ends")
+    with torch.no_grad():
+        for target, start, end in zip(targets, starts, ends):
+            start = start.to(target.dtype)
+            target.copy_(start + fraction * (end.to(target.dtype) - start))
 
 
 def _per_token(durations: Sequence[float], tokens: Sequence[int]) -> float:

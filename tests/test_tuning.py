@@ -24,6 +24,7 @@ from playground.tuning import (
     TuningSettings,
     capture,
     encoder_layers,
+    interpolate_weights,
     plan_batches,
     run_top,
     tune_encoder,
@@ -187,6 +188,21 @@ def test_interpolation_ends_part_of_the_way_from_the_original_weights(model, sma
     for o, t, m in zip(original, tuned, mixed):
         torch.testing.assert_close(m, (o + t) / 2, atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(o, m) for o, m in zip(original, mixed))
+
+
+def test_interpolate_weights_moves_each_target_part_way_in_its_own_dtype():
+    """The one WiSE-FT step (tune_encoder's end, the guard's blend, the bench's mixes): an end may be its own
+    target, a start of another dtype is cast to the target's, and lists of different lengths are refused."""
+    start = torch.tensor([0.0, 1.0, -2.0])
+    target = torch.tensor([4.0, 1.0, 2.0], dtype=torch.bfloat16)
+    interpolate_weights([target], [start], [target], 0.25)
+    assert target.dtype == torch.bfloat16 and target.tolist() == [1.0, 1.0, -1.0]
+    other = torch.zeros(3)
+    interpolate_weights([other], [start], [torch.tensor([2.0, 3.0, 2.0])], 0.5)
+    assert other.tolist() == [1.0, 2.0, 0.0] and start.tolist() == [0.0, 1.0, -2.0]
+    with pytest.raises(ValueError, match="2 targets, 1 starts and 1 ends"):
+        interpolate_weights([other, target], [start], [start], 0.5)
+    assert other.tolist() == [1.0, 2.0, 0.0]  # refused before any weight moved
 
 
 def test_the_recipe_fills_what_the_settings_leave_open(model):
