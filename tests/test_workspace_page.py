@@ -8,6 +8,7 @@ The grid's canvas and a real reload are in tests/browser/test_workspace_journeys
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -328,3 +329,10 @@ def test_on_a_tie_the_page_classifies_with_the_blend_and_the_user_can_take_eithe
     models.switch_page("playground/ui/models_page.py").run()
     assert not models.exception and not models.warning  # the Models page does not say it answers with the blend
     assert any("Chosen by hand: this model answers with the tuned encoder." in c.value for c in models.caption)
+
+    shutil.rmtree(blend_folder)  # pruned by hand (or a race): the workspace reopens on the tuned grid alone
+    again = tab("level-ws")
+    status = " ".join(s.value for s in again.success)
+    assert not again.exception and "scored the same" in status, status
+    assert "the tuned model stands in for it" in status and "Classify uses the tuned model" in status, status
+    assert "Use the blend of tuned and untuned" not in {b.label for b in again.button}

@@ -242,6 +242,8 @@ def tune_status(examples: list[Example], model: str, descriptions: dict[str, str
     folds = metrics["validation"].get("folds")
     how = f" ({folds} folds, each tuned without the examples it is scored on)" if folds else ""
     took = f"Tuned in {metrics['training_seconds']:.0f} s. {guard.get('message', '')}{how}"
+    if guard.get("choice") == "blended" and "blended" not in job.choices:  # a reopened workspace, its blend pruned
+        took += " The blend was cleared from the cache, so the tuned model stands in for it; tune again to get it back."
     in_use = CHOICE_NAMES[job.in_use]
     (st.warning if job.in_use == "untuned" else st.success)(f"{took} **Classify uses {in_use}.**")
     others = [c for c in job.choices if c != job.in_use]
