@@ -23,8 +23,8 @@ The method, in six steps:
    ``(1 - interpolation) * original + interpolation * tuned`` (Wortsman et al. 2022). The recipe's
    values (``RECIPES``) and the sets and seeds each was chosen on are in docs/TUNING_RECIPE.md (both mixes,
    small's rate, steps, layers, loss, batch, warm-up and tokens on eleven public sets, five seeds; large's
-   rate, loss and tokens on all eleven, its steps on nine, its layers and batch by the rule's first count on
-   fewer draws, its warm-up carried): a modest
+   rate, loss, tokens and warm-up on all eleven, its steps on nine, its layers and batch by the rule's first
+   count on fewer draws): a modest
    rate and keeping part of the original weights removed most of the drops below the untuned model that
    the earlier high-rate recipe had on sets it was not shaped on; the guard in training.py is there for
    the large ones left.
