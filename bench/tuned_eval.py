@@ -108,13 +108,14 @@ def guard_rows(model_name: str, ds, seeds: list[int], n: int, *, threads: int = 
                on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """The guard's honest scores on the trained rows' draws: per seed, the product's own cross-validation
     (``training.cross_validate`` with ``TrainingSettings()``'s folds: each fold tunes a copy without the examples
-    it scores) beside the untuned head on the same folds. Which model the guard keeps, and its test accuracy, the
+    it scores, for ``training.fold_steps`` of the final tuning's steps) beside the untuned head on the same folds. Which model the guard keeps, and its test accuracy, the
     report reads from these scores and the trained rows of the same draw (``report.guard_summary``)."""
-    from playground.training import TrainingSettings, cross_validate, load_base, load_training_data
+    from playground.training import TrainingSettings, cross_validate, fold_steps, load_base, load_training_data
     from playground.tuning import recipe_for
 
     base = load_base(model_name)
     settings = TrainingSettings(num_threads=threads)
+    steps = fold_steps(settings.tuning().resolved(base).steps)
     rows = []
     for seed in seeds:
         idx = sample_per_label(ds.train_labels, n, seed)
@@ -124,7 +125,8 @@ def guard_rows(model_name: str, ds, seeds: list[int], n: int, *, threads: int = 
         row = {"method": "guard", "model": model_name, "dataset": ds.name, "n": n, "seed": seed, "n_train": len(idx),
                "folds": folds, "cv_tuned": trained["accuracy"], "cv_untuned": baseline["accuracy"],
                "tuned_log_loss": trained.get("log_loss"), "untuned_log_loss": baseline.get("log_loss"),
-               "blend_alpha": recipe_for(base).tie_interpolation, "fold_seconds": round(time.perf_counter() - t0, 1)}
+               "blend_alpha": recipe_for(base).tie_interpolation, "fold_steps": steps,
+               "fold_seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         if on_row is not None:
             on_row(row)

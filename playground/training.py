@@ -8,7 +8,7 @@ out-of-fold accuracy says they help); (2) a head on the tuned embeddings:
 ``classifier.py``, scores in ``metrics.py``, folders and the training lock in ``store.py``).
 
 The saved model learns from every example. Its scores come from cross-validation of the whole
-recipe (each fold tunes its own copy without the fold it is scored on, in worker processes beside the
+recipe (each fold tunes its own copy without the fold it is scored on, for half the steps, in worker processes beside the
 final tuning when CPUs are idle: ``processes.py``) or from a validation file, beside the untuned head on
 the same folds; when they say tuning did not help, the untuned model is kept, and when they tie, a blend of
 the two (``guard_decision``).
@@ -94,12 +94,13 @@ class TrainingSettings:
         same model on any machine, busy or not.
     time_budget_s : float or None, default=None
         Optional cap on the seconds of the final tuning: it stops early when the planned steps would not
-        fit, and the folds then use the same step count. The result then follows the machine's speed.
+        fit, and the folds then tune half its step count. The result then follows the machine's speed.
     use_label_names : {"auto", "always", "never"}, default="auto"
         Label names (and descriptions) as extra training texts; "auto" uses them only when they
         raise the out-of-fold accuracy on your examples.
     cv_folds : int, default=2
-        Folds for the honest before/after scores (each fold tunes a copy on the other folds);
+        Folds for the honest before/after scores (each fold tunes a copy on the other folds, for half the
+        final tuning's steps: ``fold_steps``);
         0 skips them. Ignored when a validation file is given: it is scored instead. 2, not 3: on every
         small draw of the benchmark (55) the guard kept as good a model either way, and the wait is a
         quarter to a third shorter (docs/TUNING_RECIPE.md, "The guard, measured" and "Time").
@@ -159,7 +160,7 @@ class TrainingSettings:
 
     def tuning(self, *, steps: int | None = None, threads: int | None = None) -> TuningSettings:
         """The encoder tuning these settings ask for. ``steps`` fixes the step count and drops the time cap (the
-        folds of a capped run repeat the final tuning's count); ``threads`` overrides ``num_threads``."""
+        folds of a capped run tune half the final tuning's count); ``threads`` overrides ``num_threads``."""
         from .tuning import TuningSettings  # heavy: tuning imports torch, which --help and listing never need
 
         return TuningSettings(steps=steps if steps is not None else self.steps,
@@ -582,12 +583,25 @@ class _FoldResult:
     tuned_true_p: np.ndarray | None
 
 
+def fold_steps(final_steps: int) -> int:
+    """Steps each cross-validation fold tunes: half the final tuning's (at least 1).
+
+    The folds only rank the tuned model against the untuned one; they need not tune as long as the final
+    model does. Measured on every benchmark draw (11 sets × 5 seeds, small and large): with half the steps
+    the guard kept as good a model, and the folds take about half the time (docs/TUNING_RECIPE.md, "Fewer
+    steps per fold").
+    """
+    return max(1, (int(final_steps) + 1) // 2)
+
+
 def _fold_job(base: SentenceTransformer, data: TrainingData, train_idx: np.ndarray, test_idx: np.ndarray,
               settings: TrainingSettings, steps: int | None, descriptions: dict[str, str] | None,
               on_step: Callable[[int, int, float], None], cancel: CancelFlag | None,
               threads: int | None, *, copy_base: bool = True) -> _FoldResult:
     """Tune a fresh copy of ``base`` (``base`` itself when ``copy_base`` is False) without the fold ``test_idx``
-    and predict it."""
+    and predict it. ``steps``: None tunes ``fold_steps`` of the settings' plan."""
+    if steps is None:
+        steps = fold_steps(settings.tuning().resolved(base).steps)  # type: ignore[arg-type]
     texts = [e.text for e in data.examples]
     part = subset(data, train_idx)
     body = copy.deepcopy(base) if copy_base else base
@@ -636,7 +650,8 @@ def cross_validate(base: SentenceTransformer, data: TrainingData, settings: Trai
                    cancel: CancelFlag | None = None) -> tuple[dict, dict, int]:
     """Out-of-fold scores of the tuned model and of the untuned head, on the same folds, one fold after another.
 
-    Each fold tunes a fresh copy of ``base`` on the other folds (``steps`` steps, default the plan's), fits the
+    Each fold tunes a fresh copy of ``base`` on the other folds (``steps`` steps, default ``fold_steps`` of the
+    plan's), fits the
     head, and predicts the held-out fold. Returns (tuned scores, baseline scores, folds).
     ``on_fold(fold, folds, step, steps)`` reports progress. (``tune`` runs the folds side by side with the final
     tuning where CPUs are idle; this is the sequential form, for studies and tests.)
@@ -780,8 +795,9 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
     folds = [] if valid is not None or not settings.cv_folds else usable_folds(everything, settings.cv_folds,
                                                                                  settings.seed)
     plan = settings.tuning().resolved(base)  # type: ignore[union-attr]
+    fold_plan = fold_steps(plan.steps)  # type: ignore[arg-type]
     # side by side: on 2 or more idle CPUs, and not when the user fixed the threads, nor under a time cap (the
-    # folds then repeat the final tuning's step count, known only at its end). Every fold gets a worker process
+    # folds then tune half the final tuning's step count, known only at its end). Every fold gets a worker process
     # at once, started before the base embeddings and the final tuning so that their start (importing torch,
     # reading the model: seconds) overlaps this process's work; measured on 2 cores, 2 workers for 3 folds left
     # the third fold to start, alone, after the other two
@@ -801,7 +817,7 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
             steps_done[job] = (step, total)
             done = sum(s for s, _ in steps_done.values())
             planned = sum(t for _, t in steps_done.values()) + sum(
-                plan.steps for j in range(1 + len(folds)) if j not in steps_done)  # type: ignore[misc]
+                plan.steps if j == 0 else fold_plan for j in range(1 + len(folds)) if j not in steps_done)
             final_step, final_total = steps_done.get(0, (0, plan.steps))
             cv_done = sum(s for j, (s, _) in steps_done.items() if j)
             cv_planned = planned - final_total
@@ -822,7 +838,7 @@ def _tune(inputs: _Inputs, *, progress: ProgressCallback | None, cancel: CancelF
                                        on_step=lambda s, t, left: on_step(0, s, t, left), cancel=stopped))
 
     def folds_here() -> list[_FoldResult]:
-        steps = tuning_report[0].steps if settings.time_budget_s is not None else None
+        steps = fold_steps(tuning_report[0].steps) if settings.time_budget_s is not None else None
         return [_fold_job(base, everything, train_idx, test_idx, settings, steps, descriptions,
                           lambda s, t, left, k=k: on_step(k, s, t, left), stopped, settings.num_threads)
                 for k, (train_idx, test_idx) in enumerate(folds, start=1)]

@@ -203,6 +203,7 @@ def test_the_guard_section_scores_the_draws_honestly_and_the_report_keeps_what_t
     assert (row["method"], row["dataset"], row["seed"], row["n_train"], row["folds"]) == ("guard", "reviews", 0, 8, 2)
     assert 0.0 <= row["cv_tuned"] <= 1.0 and 0.0 <= row["cv_untuned"] <= 1.0
     assert row["blend_alpha"] == RECIPES["small"].tie_interpolation
+    assert row["fold_steps"] == RECIPES["small"].steps // 2  # the product's folds: half the final tuning's steps
     assert row["blend_alpha"] in {r["alpha"] for r in tuned_fixture_rows}  # the trained rows carry the blend's mix
     summary = guard_summary({"sections": {"trained": {"rows": tuned_fixture_rows}, "guard": {"rows": rows}}})
     entry = summary["small"]["reviews"]

@@ -22,6 +22,7 @@ from playground.training import (
     TunedModel,
     check_training_data,
     fold_indices,
+    fold_steps,
     load_training_data,
     save_tuned,
     stratum_keys,
@@ -231,6 +232,11 @@ def test_settings_make_the_tuning_settings():
     assert (fixed.time_budget_s, fixed.steps, fixed.threads) == (None, 7, 1)  # a fold of a capped run: its steps
 
 
+def test_each_fold_tunes_half_the_final_tunings_steps():
+    """The folds only rank tuned against untuned: half the steps (at least one) is the plan for each."""
+    assert [fold_steps(n) for n in (1, 2, 3, 4, 40, 41)] == [1, 1, 2, 2, 20, 21]
+
+
 def test_folds_are_stratified_fixed_and_cover_every_example():
     data = load_training_data(SINGLE_CSV)
     folds = fold_indices(data, 3, 42)
@@ -345,12 +351,12 @@ def test_four_examples_train_and_save(tmp_path, monkeypatch):
     for side in ("trained", "baseline"):
         assert metrics[side]["n"] == 4 and np.array(metrics[side]["confusion_matrix"]["matrix"]).sum() == 4
     assert metrics["steps"] == 4 and config["training"]["cv_folds"] == 3  # the setting as asked
-    # progress: each phase in order, "done" once (after saving); cross-validation: 2 folds × 4 steps, one after
-    # another here (num_threads=1 asks for that)
+    # progress: each phase in order, "done" once (after saving); cross-validation: 2 folds × 2 steps (half the
+    # final tuning's: fold_steps), one after another here (num_threads=1 asks for that)
     phases = [p.phase for p in seen]
-    assert phases == ["checking"] + ["tuning"] * 4 + ["cross-validating"] * 8 + ["saving", "done"]
+    assert phases == ["checking"] + ["tuning"] * 4 + ["cross-validating"] * 4 + ["saving", "done"]
     assert [(p.step, p.total) for p in seen if p.phase == "tuning"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert [(p.step, p.total) for p in seen if p.phase == "cross-validating"] == [(s, 8) for s in range(1, 9)]
+    assert [(p.step, p.total) for p in seen if p.phase == "cross-validating"] == [(s, 4) for s in range(1, 5)]
     assert all(p.seconds_left is not None and p.seconds_left >= 0
                for p in seen if p.phase not in ("checking", "saving"))
     assert [p.elapsed for p in seen[:-2]] == sorted(p.elapsed for p in seen[:-2])
@@ -378,9 +384,10 @@ def test_folds_beside_the_final_tuning_score_as_one_after_another(monkeypatch, s
     assert beside.metrics["baseline"] == alone.metrics["baseline"]
     for a, b in zip(alone.body.parameters(), beside.body.parameters()):
         assert torch_equal(a, b)
-    # progress counts every job's steps: the final tuning's 4 and the folds' 2 × 4 (reported from their processes)
+    # progress counts every job's steps: the final tuning's 4 and the folds' 2 × 2 (half the final tuning's each,
+    # reported from their processes)
     assert max(p.step for p in seen if p.phase == "tuning") == 4
-    cv_steps = [p.message for p in seen if "step 8/8" in p.message]
+    cv_steps = [p.message for p in seen if "step 4/4" in p.message]
     assert cv_steps, [p.message for p in seen]
 
 
