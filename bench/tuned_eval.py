@@ -108,8 +108,9 @@ def guard_rows(model_name: str, ds, seeds: list[int], n: int, *, threads: int = 
                on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """The guard's honest scores on the trained rows' draws: per seed, the product's own cross-validation
     (``training.cross_validate`` with ``TrainingSettings()``'s folds: each fold tunes a copy without the examples
-    it scores, for ``training.fold_steps`` of the final tuning's steps) beside the untuned head on the same folds. Which model the guard keeps, and its test accuracy, the
-    report reads from these scores and the trained rows of the same draw (``report.guard_summary``)."""
+    it scores, for ``training.fold_steps`` of the final tuning's steps) beside the untuned head on the same
+    folds. Which model the guard keeps, and its test accuracy, the report reads from these scores and the
+    trained rows of the same draw (``report.guard_summary``)."""
     from playground.training import TrainingSettings, cross_validate, fold_steps, load_base, load_training_data
     from playground.tuning import recipe_for
 

@@ -8,10 +8,10 @@ out-of-fold accuracy says they help); (2) a head on the tuned embeddings:
 ``classifier.py``, scores in ``metrics.py``, folders and the training lock in ``store.py``).
 
 The saved model learns from every example. Its scores come from cross-validation of the whole
-recipe (each fold tunes its own copy without the fold it is scored on, for half the steps, in worker processes beside the
-final tuning when CPUs are idle: ``processes.py``) or from a validation file, beside the untuned head on
-the same folds; when they say tuning did not help, the untuned model is kept, and when they tie, a blend of
-the two (``guard_decision``).
+recipe (each fold tunes its own copy without the fold it is scored on, for half the steps: ``fold_steps``;
+in worker processes beside the final tuning when CPUs are idle: ``processes.py``) or from a validation file,
+beside the untuned head on the same folds; when they say tuning did not help, the untuned model is kept, and
+when they tie, a blend of the two (``guard_decision``).
 Classify's rules apply: 2 labels, 2 examples each.
 
 Why not the ``setfit`` library: it needs ``datasets``, ``evaluate`` and ``accelerate``, tunes every
