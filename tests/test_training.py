@@ -581,7 +581,7 @@ def test_cancel_during_cross_validation_saves_nothing(tmp_path):
     with pytest.raises(TrainingCancelled, match="nothing was saved"):
         train(FOUR, "cancelled", settings=TINY, progress=progress, cancel=flag, directory=directory)
     assert [p.phase for p in seen] == ["checking"] + ["tuning"] * 4 + ["cross-validating"]
-    assert (seen[-1].step, seen[-1].total) == (1, 8) and seen[-1].message.endswith("2 folds, each tuned without its fold, step 1/8")
+    assert (seen[-1].step, seen[-1].total) == (1, 4) and seen[-1].message.endswith("2 folds, each tuned without its fold, step 1/4")
     assert list(directory.iterdir()) == []  # no model, no temp folder, no lock file
     with TrainingLock(directory, "next"):
         pass
